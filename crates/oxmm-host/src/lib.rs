@@ -1,0 +1,2 @@
+//! The hosted oxmm machine.
+pub mod native;

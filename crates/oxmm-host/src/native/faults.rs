@@ -1,0 +1,1 @@
+//! Native fault-benchmark target (in progress).

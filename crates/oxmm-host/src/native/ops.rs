@@ -1,0 +1,1 @@
+//! Native op-script backend (in progress).
