@@ -17,6 +17,8 @@ pub enum Errno {
     ENOMEM = 12,
     /// Permission denied.
     EACCES = 13,
+    /// Bad file descriptor.
+    EBADF = 9,
     /// Bad address.
     EFAULT = 14,
     /// Device or resource busy.
@@ -44,6 +46,7 @@ impl Errno {
             Errno::EPERM => "EPERM",
             Errno::ENOMEM => "ENOMEM",
             Errno::EACCES => "EACCES",
+            Errno::EBADF => "EBADF",
             Errno::EFAULT => "EFAULT",
             Errno::EBUSY => "EBUSY",
             Errno::EEXIST => "EEXIST",
@@ -60,6 +63,7 @@ impl Errno {
     pub const fn from_raw(raw: i32) -> Option<Errno> {
         Some(match raw {
             1 => Errno::EPERM,
+            9 => Errno::EBADF,
             11 => Errno::EAGAIN,
             12 => Errno::ENOMEM,
             13 => Errno::EACCES,

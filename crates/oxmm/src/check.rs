@@ -1,0 +1,215 @@
+//! The invariant checker.
+//!
+//! Checks, with every mm's mmap lock held for writing (so no fault, unmap or
+//! protection change is half done), the invariants DESIGN.md names:
+//!
+//! 1. every page-table page reachable from a root is an allocated frame
+//!    flagged PAGETABLE, and every frame so flagged is reachable (no
+//!    page-table leak), and `NrPageTables` counts them;
+//! 2. every PTE holding a frame lies inside a VMA and does not allow more
+//!    than the VMA does;
+//! 3. `mapcount(frame)` equals the number of PTEs mapping it, for every
+//!    frame other than the zero page;
+//! 4. each mm's folded RSS equals its PTEs mapping a frame other than the
+//!    zero page;
+//! 5. every allocated anonymous frame is mapped (no leak), and
+//!    `NrAnonPages` counts them;
+//! 6. no frame was freed twice;
+//! 7. when no mm is alive, the free count is the boot count less the zero
+//!    page.
+
+use alloc::collections::{BTreeMap, BTreeSet};
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt;
+
+use crate::addr::Pfn;
+use crate::arch::{load_entry, EntryKind, Native, PagingFormat};
+use crate::mm::vma::VmaTree;
+use crate::mm::Mm;
+use crate::phys::frame::flags;
+use crate::stats::Stat;
+use crate::system::System;
+
+/// What the checker found wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckError {
+    /// One line per violation (capped).
+    pub violations: Vec<String>,
+}
+
+impl fmt::Display for CheckError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{} invariant violation(s):", self.violations.len())?;
+        for v in self.violations.iter().take(32) {
+            writeln!(f, "  {v}")?;
+        }
+        Ok(())
+    }
+}
+
+/// What the checker counted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CheckSummary {
+    /// Live address spaces.
+    pub mms: usize,
+    /// Page-table pages reachable.
+    pub page_tables: u64,
+    /// PTEs mapping a frame (zero page included).
+    pub mapped_ptes: u64,
+    /// Frames mapped at least once (zero page excluded).
+    pub mapped_frames: u64,
+}
+
+struct Walk<'a> {
+    sys: &'a System,
+    counts: BTreeMap<u64, i64>,
+    tables: BTreeSet<u64>,
+    v: Vec<String>,
+    mapped_ptes: u64,
+}
+
+impl Walk<'_> {
+    fn bad(&mut self, s: String) {
+        if self.v.len() < 1000 {
+            self.v.push(s);
+        }
+    }
+
+    fn table(&mut self, mm: u64, vmas: &VmaTree, table: Pfn, level: usize, base: u64, rss: &mut u64) {
+        if !self.tables.insert(table.as_u64()) {
+            self.bad(format!("mm {mm}: table {table:?} reachable twice"));
+            return;
+        }
+        let fr = self.sys.phys.frame(table);
+        if !fr.has(flags::PAGETABLE | flags::ALLOCATED) {
+            self.bad(format!("mm {mm}: table {table:?} has flags {:#x}", fr.flags()));
+        }
+        for i in 0..Native::ENTRIES {
+            let va = base + ((i as u64) << (12 + 9 * (level - 1)));
+            if level == 4 && i >= 256 {
+                break;
+            }
+            // SAFETY:
+            // - `table` is reachable from a root whose mm's write lock the
+            //   checker holds, so it is a live table and stays one;
+            // - i < 512.
+            let raw = load_entry(unsafe { self.sys.entry(table, i) });
+            match Native::decode(raw.0, level) {
+                EntryKind::None => {
+                    if raw.0 != 0 {
+                        self.bad(format!("mm {mm}: junk entry {raw:?} at level {level} va {va:#x}"));
+                    }
+                }
+                EntryKind::Table(child) => self.table(mm, vmas, child, level - 1, va, rss),
+                EntryKind::Leaf(pfn) | EntryKind::ProtNone(pfn) => {
+                    self.mapped_ptes += 1;
+                    let size = 1u64 << (12 + 9 * (level - 1));
+                    match vmas.find(va) {
+                        None => self.bad(format!("mm {mm}: PTE {raw:?} at {va:#x} outside every VMA")),
+                        Some(v) => {
+                            if va + size > v.end {
+                                self.bad(format!("mm {mm}: leaf at {va:#x} crosses VMA end {:#x}", v.end));
+                            }
+                            if raw.is_writable() && raw.is_present() && !v.prot.writable() {
+                                self.bad(format!("mm {mm}: writable PTE at {va:#x} in VMA with prot {:?}", v.prot));
+                            }
+                            if raw.is_present() != v.prot.readable() {
+                                self.bad(format!("mm {mm}: PTE {raw:?} at {va:#x} disagrees with VMA prot {:?}", v.prot));
+                            }
+                        }
+                    }
+                    if pfn.as_u64() >= self.sys.phys.total_frames() {
+                        self.bad(format!("mm {mm}: PTE at {va:#x} maps {pfn:?} beyond memory"));
+                        continue;
+                    }
+                    if pfn == self.sys.zero_pfn() {
+                        if raw.is_writable() {
+                            self.bad(format!("mm {mm}: zero page mapped writable at {va:#x}"));
+                        }
+                        continue;
+                    }
+                    let f = self.sys.phys.frame(pfn);
+                    if !f.has(flags::ALLOCATED) {
+                        self.bad(format!("mm {mm}: PTE at {va:#x} maps free frame {pfn:?} (flags {:#x})", f.flags()));
+                    }
+                    *self.counts.entry(pfn.as_u64()).or_insert(0) += 1;
+                    *rss += if level == 1 { 1 } else { size / 4096 };
+                }
+            }
+        }
+    }
+}
+
+/// Run every check. Takes every mm's mmap lock for writing, in id order.
+pub fn check(sys: &System) -> Result<CheckSummary, CheckError> {
+    let mms: Vec<alloc::sync::Arc<Mm>> = sys.mms().into_iter().filter(|m| !m.is_dead()).collect();
+    let guards: Vec<_> = mms.iter().map(|m| m.write()).collect();
+    let mut w = Walk { sys, counts: BTreeMap::new(), tables: BTreeSet::new(), v: Vec::new(), mapped_ptes: 0 };
+    for (mm, st) in mms.iter().zip(guards.iter()) {
+        let mut rss = 0u64;
+        w.table(mm.id(), &st.vmas, mm.root(), Native::LEVELS, 0, &mut rss);
+        let folded = mm.rss();
+        if folded.anon != rss {
+            w.bad(format!("mm {}: RSS anon {} but {} PTEs map private frames", mm.id(), folded.anon, rss));
+        }
+    }
+    let mut anon = 0i64;
+    let mut tables_flagged = 0u64;
+    let mut allocated = 0u64;
+    for p in 1..sys.phys.total_frames() {
+        let pfn = Pfn::try_new(p).expect("frame table index fits a Pfn");
+        let f = sys.phys.frame(pfn);
+        let fl = f.flags();
+        if fl & flags::ALLOCATED == 0 {
+            continue;
+        }
+        allocated += 1;
+        let mapped = w.counts.get(&p).copied().unwrap_or(0);
+        if fl & flags::PAGETABLE != 0 {
+            tables_flagged += 1;
+            if !w.tables.contains(&p) {
+                w.bad(format!("page-table page {pfn:?} (owner mm {}) is not reachable: leaked", f.mapping.load(crate::sync::Ordering::Relaxed)));
+            }
+        }
+        if fl & flags::ANON != 0 {
+            anon += 1;
+            if mapped == 0 {
+                w.bad(format!("anonymous frame {pfn:?} is allocated but mapped nowhere: leaked"));
+            }
+        }
+        if fl & flags::ZERO == 0 && i64::from(f.mapcount()) != mapped {
+            w.bad(format!("frame {pfn:?}: mapcount {} but {} PTEs map it", f.mapcount(), mapped));
+        }
+    }
+    if sys.stats.get(Stat::NrPageTables) != tables_flagged as i64 {
+        w.bad(format!("NrPageTables {} but {} frames are page tables", sys.stats.get(Stat::NrPageTables), tables_flagged));
+    }
+    if sys.stats.get(Stat::NrAnonPages) != anon {
+        w.bad(format!("NrAnonPages {} but {} frames are anonymous", sys.stats.get(Stat::NrAnonPages), anon));
+    }
+    if sys.phys.bad_frees() != 0 {
+        w.bad(format!("{} frame(s) freed twice", sys.phys.bad_frees()));
+    }
+    let free = sys.phys.free_frames();
+    if free + allocated != sys.phys.boot_free() {
+        w.bad(format!("free {} + allocated {} != boot free {}", free, allocated, sys.phys.boot_free()));
+    }
+    if mms.is_empty() && free != sys.phys.boot_free() - 1 {
+        w.bad(format!("no mm alive but {} frames free of {} (zero page aside): leak", free, sys.phys.boot_free() - 1));
+    }
+    drop(guards);
+    let summary = CheckSummary {
+        mms: mms.len(),
+        page_tables: w.tables.len() as u64,
+        mapped_ptes: w.mapped_ptes,
+        mapped_frames: w.counts.len() as u64,
+    };
+    if w.v.is_empty() {
+        Ok(summary)
+    } else {
+        Err(CheckError { violations: w.v })
+    }
+}
+

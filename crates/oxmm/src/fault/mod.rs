@@ -1,0 +1,114 @@
+//! The page-fault handler.
+//!
+//! Entered by the MMU when a walk finds no usable translation. Takes the
+//! mmap lock for reading, finds the VMA, checks the access against it
+//! (outside any VMA, or forbidden by its protection: SEGV), reaches the PTE
+//! slot (installing missing tables by CAS — OOM if no frame), and then
+//! dispatches on the PTE found:
+//!
+//! | PTE | access | action |
+//! |---|---|---|
+//! | none | read | map the shared zero page read-only ([`anon`]) |
+//! | none | write | map a zeroed private page ([`anon`]) |
+//! | present, read-only | write | zero page: replace it; anon exclusive: make writable; shared: copy ([`wp`]) |
+//! | present, allowing the access | any | nothing: another CPU won the race, or this CPU's TLB was stale |
+//!
+//! Every PTE change is a compare-and-swap against the value this handler
+//! read; a lost race just returns, and the MMU retries the access.
+//!
+//! Enters with: no lock. Returns with: no lock.
+
+pub mod anon;
+pub mod wp;
+
+use crate::addr::VirtAddr;
+use crate::arch::load_entry;
+use crate::mm::{Mm, TASK_SIZE};
+use crate::pgtable::{pte_slot_alloc, SlotError};
+use crate::platform::CpuId;
+use crate::stats::Stat;
+
+/// The kind of access that faulted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// A load.
+    Read,
+    /// A store.
+    Write,
+}
+
+/// A fault the handler cannot resolve: delivered to the process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaultError {
+    /// No mapping, or the mapping forbids the access (`SIGSEGV`).
+    Segv,
+    /// The mapping exists but its backing does not (`SIGBUS`).
+    Bus,
+    /// No memory to back the page (the OOM path).
+    Oom,
+}
+
+impl FaultError {
+    /// The name op scripts print.
+    pub const fn name(self) -> &'static str {
+        match self {
+            FaultError::Segv => "segv",
+            FaultError::Bus => "bus",
+            FaultError::Oom => "oom",
+        }
+    }
+}
+
+/// Resolve a fault at `va` on `cpu`.
+///
+/// Enters with: no lock; `cpu` is the CPU running `mm`. Returns with: no
+/// lock. `Ok` means the access should be retried (it may fault again if
+/// another CPU changed the mapping meanwhile).
+pub fn handle_fault(mm: &Mm, cpu: CpuId, va: VirtAddr, access: Access) -> Result<(), FaultError> {
+    let sys = &**mm.sys();
+    sys.stats.inc(cpu, Stat::PgFault);
+    let r = handle_locked(mm, cpu, va, access);
+    match r {
+        Err(FaultError::Segv) => sys.stats.inc(cpu, Stat::FaultSegv),
+        Err(FaultError::Oom) => sys.stats.inc(cpu, Stat::FaultOom),
+        _ => {}
+    }
+    r
+}
+
+fn handle_locked(mm: &Mm, cpu: CpuId, va: VirtAddr, access: Access) -> Result<(), FaultError> {
+    if va.as_u64() >= TASK_SIZE {
+        return Err(FaultError::Segv);
+    }
+    let st = mm.read();
+    let vma = *st.vmas.find(va.as_u64()).ok_or(FaultError::Segv)?;
+    let allowed = match access {
+        Access::Read => vma.prot.readable(),
+        Access::Write => vma.prot.writable(),
+    };
+    if !allowed {
+        return Err(FaultError::Segv);
+    }
+    let sys = &**mm.sys();
+    let page = va.align_down(4096);
+    let slot = match pte_slot_alloc(sys, cpu, mm.id(), mm.root(), page) {
+        Ok(s) => s,
+        Err(SlotError::Oom) => return Err(FaultError::Oom),
+        // A huge leaf maps it: the walk will use it.
+        Err(SlotError::Huge(_)) | Err(SlotError::Missing) => return Ok(()),
+    };
+    let pte = load_entry(slot);
+    if pte.is_none() {
+        return anon::do_anonymous_page(mm, cpu, &vma, page, slot, access);
+    }
+    if pte.is_present() {
+        if access == Access::Write && !pte.is_writable() {
+            return wp::do_wp_page(mm, cpu, &vma, page, slot, pte);
+        }
+        sys.stats.inc(cpu, Stat::FaultRaceLost);
+        return Ok(());
+    }
+    // PROT_NONE PTE under a VMA that allows the access: mprotect changes the
+    // VMA and its PTEs under the write lock, so this cannot be seen here.
+    Err(FaultError::Segv)
+}

@@ -1,0 +1,84 @@
+//! The write fault on a present read-only PTE (Linux's `do_wp_page`).
+//!
+//! Three cases, decided on the PTE value read under the mmap read lock and
+//! committed by compare-and-swap against it:
+//!
+//! - the zero page: allocate a zeroed page and swap it in; other CPUs may
+//!   hold the read-only zero-page translation, so the change carries a
+//!   [`PendingFlush`] that is flushed before the handler returns;
+//! - an anonymous page this mm maps alone (mapcount 1): reuse it — set
+//!   writable and dirty; stale read-only TLB entries only cause another,
+//!   spurious, fault, so no flush is needed;
+//! - a page mapped more than once (copy-on-write after fork): copy it into
+//!   a new page, swap the PTE, flush, then drop the mapping's reference to
+//!   the old page.
+
+use core::sync::atomic::AtomicU64 as HwAtomicU64;
+
+use super::anon::anon_leaf_flags;
+use crate::addr::{VirtAddr, PAGE_SIZE};
+use crate::arch::{cas_entry, Pte};
+use crate::fault::FaultError;
+use crate::mm::rss::RssKind;
+use crate::mm::vma::Vma;
+use crate::mm::Mm;
+use crate::phys::frame::flags;
+use crate::platform::CpuId;
+use crate::stats::Stat;
+use crate::sync::Ordering;
+use crate::tlb::PendingFlush;
+
+/// Resolve a write to the read-only present PTE `old` at `va`.
+///
+/// Enters with: the mmap read lock. Returns with: the same.
+pub fn do_wp_page(mm: &Mm, cpu: CpuId, vma: &Vma, va: VirtAddr, slot: &HwAtomicU64, old: Pte) -> Result<(), FaultError> {
+    let sys = &**mm.sys();
+    let old_pfn = old.pfn();
+    let is_zero = old_pfn == sys.zero_pfn();
+    if !is_zero {
+        let f = sys.phys.frame(old_pfn);
+        if f.has(flags::ANON) && f.mapcount() == 1 {
+            let new = old.with(Pte::WRITABLE | Pte::DIRTY | Pte::ACCESSED);
+            if cas_entry(slot, old, new).is_ok() {
+                sys.stats.inc(cpu, Stat::WpReuse);
+            } else {
+                sys.stats.inc(cpu, Stat::FaultRaceLost);
+            }
+            return Ok(());
+        }
+    }
+    let pfn = sys.alloc_user_page(cpu).ok_or(FaultError::Oom)?;
+    if !is_zero {
+        sys.copy_frame(pfn, old_pfn);
+    }
+    let f = sys.phys.frame(pfn);
+    f.index.store(va.vpn(), Ordering::Relaxed);
+    f.mapping.store(mm.id(), Ordering::Relaxed);
+    f.mapcount.store(1, Ordering::Relaxed);
+    f.flags.fetch_or(flags::ANON, Ordering::Relaxed);
+    let new = Pte::new(pfn, anon_leaf_flags(vma, true));
+    match cas_entry(slot, old, new) {
+        Ok(_) => {
+            mm.rss_counters().add(cpu, RssKind::Anon, 1);
+            sys.stats.inc(cpu, Stat::AnonFaultAlloc);
+            sys.stats.inc(cpu, Stat::NrAnonPages);
+            PendingFlush::new(mm.id(), va, va + PAGE_SIZE).flush(sys, cpu, mm.cpumask());
+            if !is_zero {
+                let of = sys.phys.frame(old_pfn);
+                of.mapcount.fetch_sub(1, Ordering::AcqRel);
+                if of.has(flags::ANON) {
+                    mm.rss_counters().add(cpu, RssKind::Anon, -1);
+                }
+                sys.put_page(cpu, old_pfn);
+            }
+            Ok(())
+        }
+        Err(_) => {
+            f.mapcount.store(0, Ordering::Relaxed);
+            f.flags.fetch_and(!flags::ANON, Ordering::Relaxed);
+            sys.phys.free_frame(cpu, pfn);
+            sys.stats.inc(cpu, Stat::FaultRaceLost);
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,174 @@
+//! mmap, munmap and brk.
+
+use super::vma::{vmflags, Vma};
+use super::{page_align, zap, Mm, MmState, MMAP_BASE, MMAP_MIN_ADDR, TASK_SIZE, USER_TOP};
+use crate::addr::{VirtAddr, PAGE_SIZE};
+use crate::errno::{Errno, SysResult};
+use crate::fault::{handle_fault, Access};
+use crate::mm::flags::{MapFlags, Prot};
+use crate::pgtable::cursor::free_tables;
+use crate::platform::CpuId;
+use crate::tlb::MmuGather;
+
+/// Every `MAP_*` bit Linux knows (for `MAP_SHARED_VALIDATE`).
+const KNOWN_FLAGS: u32 = 0x03 | 0x10 | 0x20 | 0x0100 | 0x0800 | 0x1000 | 0x2000 | 0x4000 | 0x8000 | 0x10000 | 0x20000 | 0x40000 | 0x80000 | 0x100000 | 0xfc000000;
+
+impl Mm {
+    /// `mmap(addr, len, prot, flags, -1, 0)` for anonymous memory.
+    ///
+    /// Linux's checks, in Linux's order: `len == 0` → `EINVAL`; a sharing
+    /// type other than private/shared/shared-validate → `EINVAL`; unknown
+    /// flags with `MAP_SHARED_VALIDATE` → `EOPNOTSUPP`; no
+    /// `MAP_ANONYMOUS` → `EBADF` (there is no file descriptor); a length
+    /// that overflows when page-aligned or exceeds the address space →
+    /// `ENOMEM`; `MAP_FIXED` at an unaligned address → `EINVAL`, beyond the
+    /// address space → `ENOMEM`, below `mmap_min_addr` → `EPERM`;
+    /// `MAP_FIXED_NOREPLACE` over a mapping → `EEXIST`; no free range →
+    /// `ENOMEM`. Shared anonymous memory is not supported yet
+    /// (`EOPNOTSUPP`); `MAP_HUGETLB` has no huge page pool (`ENOMEM`).
+    /// `MAP_POPULATE` (and `MAP_LOCKED`) prefault every page.
+    pub fn mmap(&self, cpu: CpuId, addr: u64, len: u64, prot: Prot, flags: MapFlags) -> SysResult<VirtAddr> {
+        if len == 0 {
+            return Err(Errno::EINVAL);
+        }
+        let typ = flags.0 & MapFlags::TYPE_MASK;
+        if typ != MapFlags::PRIVATE.0 && typ != MapFlags::SHARED.0 && typ != MapFlags::SHARED_VALIDATE.0 {
+            return Err(Errno::EINVAL);
+        }
+        if typ == MapFlags::SHARED_VALIDATE.0 && flags.0 & !KNOWN_FLAGS != 0 {
+            return Err(Errno::EOPNOTSUPP);
+        }
+        if !flags.contains(MapFlags::ANONYMOUS) {
+            return Err(Errno::EBADF);
+        }
+        let len = page_align(len).filter(|l| *l != 0 && *l <= TASK_SIZE).ok_or(Errno::ENOMEM)?;
+        let fixed = flags.contains(MapFlags::FIXED) || flags.contains(MapFlags::FIXED_NOREPLACE);
+        if fixed {
+            if !addr.is_multiple_of(PAGE_SIZE) {
+                return Err(Errno::EINVAL);
+            }
+            if addr > TASK_SIZE - len {
+                return Err(Errno::ENOMEM);
+            }
+            if addr < MMAP_MIN_ADDR {
+                return Err(Errno::EPERM);
+            }
+        }
+        if typ != MapFlags::PRIVATE.0 {
+            return Err(Errno::EOPNOTSUPP);
+        }
+        if flags.contains(MapFlags::HUGETLB) {
+            return Err(Errno::ENOMEM);
+        }
+        let mut vflags = vmflags::ANON;
+        if flags.contains(MapFlags::LOCKED) {
+            vflags |= vmflags::LOCKED;
+        }
+        if flags.contains(MapFlags::GROWSDOWN) {
+            vflags |= vmflags::GROWSDOWN;
+        }
+        let mut st = self.write();
+        let start = if fixed {
+            if flags.contains(MapFlags::FIXED_NOREPLACE) && !st.vmas.overlapping(addr, addr + len).is_empty() {
+                return Err(Errno::EEXIST);
+            }
+            self.unmap_locked(&mut st, cpu, addr, addr + len);
+            addr
+        } else {
+            let hint = page_align(addr).unwrap_or(0);
+            if hint >= MMAP_MIN_ADDR && hint <= TASK_SIZE - len && st.vmas.overlapping(hint, hint + len).is_empty() {
+                hint
+            } else {
+                st.vmas.find_gap_topdown(len, MMAP_MIN_ADDR, MMAP_BASE).ok_or(Errno::ENOMEM)?
+            }
+        };
+        st.vmas.insert(Vma { start, end: start + len, prot, flags: vflags });
+        drop(st);
+        if flags.contains(MapFlags::POPULATE) || flags.contains(MapFlags::LOCKED) {
+            self.populate(cpu, start, start + len, prot);
+        }
+        Ok(VirtAddr::new_truncate(start))
+    }
+
+    /// Fault in every page of `[start, end)` (failures are ignored, as
+    /// Linux ignores them for `MAP_POPULATE`).
+    fn populate(&self, cpu: CpuId, start: u64, end: u64, prot: Prot) {
+        if !prot.readable() {
+            return;
+        }
+        let access = if prot.writable() { Access::Write } else { Access::Read };
+        let mut a = start;
+        while a < end {
+            if handle_fault(self, cpu, VirtAddr::new_truncate(a), access).is_err() {
+                break;
+            }
+            a += PAGE_SIZE;
+        }
+    }
+
+    /// `munmap(addr, len)`.
+    ///
+    /// `EINVAL` for an unaligned address, a zero length, or a range beyond
+    /// the address space; an unmapped range is not an error.
+    pub fn munmap(&self, cpu: CpuId, addr: u64, len: u64) -> SysResult<()> {
+        if !addr.is_multiple_of(PAGE_SIZE) || addr > TASK_SIZE || len > TASK_SIZE - addr {
+            return Err(Errno::EINVAL);
+        }
+        let len = page_align(len).ok_or(Errno::EINVAL)?;
+        if len == 0 {
+            return Err(Errno::EINVAL);
+        }
+        let mut st = self.write();
+        self.unmap_locked(&mut st, cpu, addr, addr + len);
+        Ok(())
+    }
+
+    /// Remove `[start, end)`: split and drop VMAs, zap PTEs, free the page
+    /// tables nothing maps any more, flush once, then free.
+    ///
+    /// Enters with: the mmap lock held for writing.
+    pub(crate) fn unmap_locked(&self, st: &mut MmState, cpu: CpuId, start: u64, end: u64) {
+        let removed = st.vmas.remove_range(start, end);
+        if removed.is_empty() {
+            return;
+        }
+        let mut g = MmuGather::new(self.sys(), cpu, self.id());
+        for v in &removed {
+            zap::zap_range(self, &mut g, v.start, v.end);
+        }
+        let floor = st.vmas.prev(start).map(|v| v.end).unwrap_or(0);
+        let ceiling = st.vmas.find_from(end).map(|v| v.start).unwrap_or(USER_TOP);
+        free_tables(self.sys(), &mut g, self.root(), start, end, floor, ceiling);
+        g.finish(self.cpumask());
+    }
+
+    /// `brk(new)`: returns the new break, or the old one if the request
+    /// cannot be met (as the Linux syscall does; `brk(0)` queries).
+    pub fn brk(&self, cpu: CpuId, new: u64) -> u64 {
+        let mut st = self.write();
+        if new < st.start_brk || new > TASK_SIZE {
+            return st.brk;
+        }
+        let (Some(newbrk), Some(oldbrk)) = (page_align(new), page_align(st.brk)) else { return st.brk };
+        if newbrk == oldbrk {
+            st.brk = new;
+            return new;
+        }
+        if newbrk < oldbrk {
+            self.unmap_locked(&mut st, cpu, newbrk, oldbrk);
+            st.brk = new;
+            return new;
+        }
+        if !st.vmas.overlapping(oldbrk, newbrk + PAGE_SIZE).is_empty() {
+            return st.brk;
+        }
+        st.vmas.insert(Vma { start: oldbrk, end: newbrk, prot: Prot::RW, flags: vmflags::ANON | vmflags::HEAP });
+        st.brk = new;
+        new
+    }
+
+    /// The heap's start (where `brk` began).
+    pub fn start_brk(&self) -> u64 {
+        self.read().start_brk
+    }
+}

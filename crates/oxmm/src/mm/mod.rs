@@ -1,0 +1,175 @@
+//! Address spaces: VMAs and the Linux memory calls.
+//!
+//! An [`Mm`] owns a page-table root, a VMA tree behind the mmap lock, a CPU
+//! mask for TLB shootdowns and per-CPU RSS counters. The calls follow
+//! Linux's argument checks and errno values exactly (see each call), and
+//! every one that unmaps or downgrades PTEs flushes the TLB once per call
+//! through an [`MmuGather`](crate::tlb::MmuGather) before freeing anything.
+//!
+//! Lock use: `mmap`, `munmap`, `mprotect`, `brk` and exit hold the mmap lock
+//! for writing; faults, `madvise` and `mincore` hold it for reading.
+
+pub mod flags;
+mod madvise;
+mod mincore;
+mod mmap;
+mod mprotect;
+pub mod rss;
+pub mod vma;
+mod zap;
+
+use alloc::sync::Arc;
+
+use crate::addr::{Pfn, VirtAddr, PAGE_SIZE};
+use crate::errno::{Errno, SysResult};
+use crate::platform::{CpuId, CpuMask};
+use crate::sync::{new_rwlock, AtomicBool, AtomicU64, Ordering, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use crate::system::System;
+use crate::tlb::MmuGather;
+
+pub use self::flags::{Advice, MapFlags, Prot};
+pub use self::rss::{Rss, RssKind};
+pub use self::vma::{Vma, VmaTree};
+
+/// One past the highest user address (`TASK_SIZE`).
+pub const TASK_SIZE: u64 = VirtAddr::USER_END;
+/// The top of the 47-bit user half: the ceiling for freeing page tables.
+pub(crate) const USER_TOP: u64 = 1 << 47;
+/// Where top-down mmap starts (below a 128 MiB stack gap, no randomisation).
+pub const MMAP_BASE: u64 = 0x7fff_f000_0000 - (128 << 20);
+/// The lowest address mmap hands out (`mmap_min_addr`).
+pub const MMAP_MIN_ADDR: u64 = 0x10000;
+/// Where the brk heap starts.
+pub const BRK_START: u64 = 0x0060_0000;
+
+/// What the mmap lock protects.
+pub struct MmState {
+    /// The VMAs.
+    pub vmas: VmaTree,
+    /// Start of the heap.
+    pub start_brk: u64,
+    /// Current break.
+    pub brk: u64,
+}
+
+/// An address space.
+pub struct Mm {
+    sys: Arc<System>,
+    id: u64,
+    root: Pfn,
+    state: RwLock<MmState>,
+    cpumask: AtomicU64,
+    rss: rss::RssCounters,
+    dead: AtomicBool,
+}
+
+impl Mm {
+    /// A new, empty address space (its root table is allocated on `cpu`).
+    pub fn new(sys: &Arc<System>, cpu: CpuId) -> SysResult<Arc<Mm>> {
+        let id = sys.new_mm_id();
+        let root = sys.alloc_table(cpu, id).ok_or(Errno::ENOMEM)?;
+        let mm = Arc::new(Mm {
+            sys: sys.clone(),
+            id,
+            root,
+            state: new_rwlock(MmState { vmas: VmaTree::new(), start_brk: BRK_START, brk: BRK_START }),
+            cpumask: AtomicU64::new(0),
+            rss: rss::RssCounters::new(sys.platform().cpus()),
+            dead: AtomicBool::new(false),
+        });
+        sys.register_mm(id, Arc::downgrade(&mm));
+        Ok(mm)
+    }
+
+    /// The system.
+    pub fn sys(&self) -> &Arc<System> {
+        &self.sys
+    }
+
+    /// The mm id (also the TLB tag).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The root page table (what CR3 would hold).
+    #[inline(always)]
+    pub fn root(&self) -> Pfn {
+        self.root
+    }
+
+    /// The mmap lock, shared.
+    pub fn read(&self) -> RwLockReadGuard<'_, MmState> {
+        self.state.read()
+    }
+
+    /// The mmap lock, exclusive.
+    pub fn write(&self) -> RwLockWriteGuard<'_, MmState> {
+        self.state.write()
+    }
+
+    /// Record that `cpu` runs this mm (it may cache its translations from
+    /// now on). Called by a CPU switching to the mm.
+    pub fn activate_on(&self, cpu: CpuId) {
+        let bit = 1u64 << cpu.0;
+        if self.cpumask.load(Ordering::Relaxed) & bit == 0 {
+            // SeqCst: the bit must be visible to any later flush before this
+            // CPU's first walk can fill its TLB (pairs with the SeqCst load in
+            // `cpumask`).
+            self.cpumask.fetch_or(bit, Ordering::SeqCst);
+        }
+    }
+
+    /// The CPUs that may hold this mm's translations.
+    pub fn cpumask(&self) -> CpuMask {
+        CpuMask(self.cpumask.load(Ordering::SeqCst))
+    }
+
+    /// RSS counters.
+    pub fn rss_counters(&self) -> &rss::RssCounters {
+        &self.rss
+    }
+
+    /// The resident set, folded exactly.
+    pub fn rss(&self) -> Rss {
+        self.rss.fold()
+    }
+
+    /// True once [`Mm::exit`] ran.
+    pub fn is_dead(&self) -> bool {
+        self.dead.load(Ordering::Acquire)
+    }
+
+    /// Tear everything down: zap every VMA, free every page table, flush.
+    /// Idempotent.
+    pub fn exit(&self, cpu: CpuId) {
+        let mut st = self.write();
+        if self.dead.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let mut g = MmuGather::new(&self.sys, cpu, self.id);
+        g.flush_all();
+        let all: alloc::vec::Vec<Vma> = st.vmas.iter().copied().collect();
+        for v in &all {
+            zap::zap_range(self, &mut g, v.start, v.end);
+        }
+        st.vmas = VmaTree::new();
+        crate::pgtable::cursor::free_tables(&self.sys, &mut g, self.root, 0, USER_TOP, 0, USER_TOP);
+        g.finish(self.cpumask());
+        drop(st);
+        self.sys.free_table(cpu, self.root);
+        self.sys.unregister_mm(self.id);
+    }
+}
+
+impl Drop for Mm {
+    fn drop(&mut self) {
+        if !self.dead.load(Ordering::Acquire) {
+            self.exit(CpuId(0));
+        }
+    }
+}
+
+/// Round `len` up to whole pages; `None` on overflow.
+pub(crate) fn page_align(len: u64) -> Option<u64> {
+    len.checked_add(PAGE_SIZE - 1).map(|l| l & !(PAGE_SIZE - 1))
+}

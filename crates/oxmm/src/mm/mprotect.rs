@@ -1,0 +1,132 @@
+//! mprotect: change the protection of a range, VMAs and PTEs together.
+
+use super::vma::Vma;
+use super::{page_align, Mm};
+use crate::addr::{Pfn, VirtAddr, PAGE_SIZE};
+use crate::arch::{cas_entry, load_entry, Pte};
+use crate::errno::{Errno, SysResult};
+use crate::mm::flags::Prot;
+use crate::phys::frame::flags;
+use crate::pgtable::cursor::{walk_range, Step};
+use crate::platform::CpuId;
+use crate::system::System;
+use crate::tlb::MmuGather;
+
+/// `PROT_SEM`, accepted and ignored as on x86.
+const PROT_SEM: u32 = 0x8;
+/// `PROT_GROWSDOWN`.
+const PROT_GROWSDOWN: u32 = 0x0100_0000;
+/// `PROT_GROWSUP`.
+const PROT_GROWSUP: u32 = 0x0200_0000;
+
+/// The leaf bits a VMA protection gives a PTE mapping `pfn`.
+pub(crate) fn leaf_bits(sys: &System, prot: Prot, pfn: Pfn, old: Pte) -> Pte {
+    let keep = old.0 & (Pte::FRAME_MASK | Pte::ACCESSED | Pte::DIRTY | Pte::PS);
+    if !prot.readable() {
+        return Pte((keep | Pte::PROTNONE) & !Pte::PRESENT);
+    }
+    let mut bits = keep | Pte::PRESENT | Pte::USER;
+    if !prot.executable() {
+        bits |= Pte::NX;
+    }
+    // Writable only where a write needs no fault: a private anonymous page
+    // this mm maps alone (Linux's `can_change_pte_writable` for an
+    // anon-exclusive page). The zero page and shared pages stay read-only
+    // and take a write fault.
+    if prot.writable() && pfn != sys.zero_pfn() {
+        let f = sys.phys.frame(pfn);
+        if f.has(flags::ANON) && f.mapcount() == 1 && (old.is_writable() || old.is_dirty()) {
+            bits |= Pte::WRITABLE;
+        }
+    }
+    Pte(bits)
+}
+
+impl Mm {
+    /// `mprotect(addr, len, prot)`.
+    ///
+    /// `EINVAL` for an unaligned address, unknown `prot` bits, or both
+    /// `PROT_GROWSDOWN` and `PROT_GROWSUP`; a zero length succeeds; an
+    /// overflowing range or one that is not wholly mapped → `ENOMEM`, with
+    /// the VMAs before the first hole changed (as Linux leaves them).
+    pub fn mprotect(&self, cpu: CpuId, addr: u64, len: u64, prot: Prot) -> SysResult<()> {
+        let grows = prot.0 & (PROT_GROWSDOWN | PROT_GROWSUP);
+        if grows == PROT_GROWSDOWN | PROT_GROWSUP {
+            return Err(Errno::EINVAL);
+        }
+        let prot_bits = prot.0 & !grows;
+        if !addr.is_multiple_of(PAGE_SIZE) {
+            return Err(Errno::EINVAL);
+        }
+        if len == 0 {
+            return Ok(());
+        }
+        let len = page_align(len).ok_or(Errno::ENOMEM)?;
+        let end = addr.checked_add(len).filter(|e| *e > addr).ok_or(Errno::ENOMEM)?;
+        if prot_bits & !(Prot::ALL | PROT_SEM) != 0 {
+            return Err(Errno::EINVAL);
+        }
+        let prot = Prot(prot_bits & Prot::ALL);
+        let mut st = self.write();
+        // The VMAs from `addr` up to the first hole.
+        let mut segs: alloc::vec::Vec<Vma> = alloc::vec::Vec::new();
+        let mut at = addr;
+        for v in st.vmas.overlapping(addr, end) {
+            if v.start > at {
+                break;
+            }
+            segs.push(v);
+            at = v.end;
+        }
+        let covered_to = at.min(end);
+        if covered_to > addr {
+            st.vmas.modify_range(addr, covered_to, |v| v.prot = prot);
+            let mut g = MmuGather::new(self.sys(), cpu, self.id());
+            change_protection(self, &mut g, addr, covered_to, prot);
+            g.finish(self.cpumask());
+        }
+        drop(st);
+        if covered_to < end {
+            return Err(Errno::ENOMEM);
+        }
+        Ok(())
+    }
+}
+
+/// Rewrite the PTEs of `[start, end)` for `prot`; a PTE that loses a
+/// permission is added to the gather's flush range.
+///
+/// Enters with: the mmap lock held for writing. Each PTE is updated by a
+/// CAS loop, because the MMU may set A/D bits in it concurrently.
+fn change_protection(mm: &Mm, g: &mut MmuGather<'_>, start: u64, end: u64, prot: Prot) {
+    let sys = &**mm.sys();
+    walk_range(sys, mm.root(), VirtAddr::new_truncate(start), VirtAddr::new_truncate(end), |step| {
+        if let Step::Ptes(r) = step {
+            for (va, slot) in r.slots() {
+                let mut old = load_entry(slot);
+                loop {
+                    if !old.maps_frame() {
+                        break;
+                    }
+                    let new = leaf_bits(sys, prot, old.pfn(), old);
+                    if new == old {
+                        break;
+                    }
+                    match cas_entry(slot, old, new) {
+                        Ok(_) => {
+                            let lost = (old.is_present() && !new.is_present())
+                                || (old.is_writable() && !new.is_writable())
+                                || (new.0 & Pte::NX != 0 && old.0 & Pte::NX == 0);
+                            if lost {
+                                g.add_range(va, va + PAGE_SIZE);
+                            }
+                            break;
+                        }
+                        Err(now) => old = now,
+                    }
+                }
+            }
+        }
+        // 2 MiB leaves: nothing creates them yet; see `cursor`.
+    });
+}

@@ -1,0 +1,72 @@
+//! Zapping: clearing the PTEs of a range (munmap, MADV_DONTNEED, exit).
+//!
+//! Each PTE is cleared with an atomic exchange, so an accessed/dirty bit the
+//! MMU sets up to that instant is in the value we get back and none is lost;
+//! the frame's mapcount and the mm's RSS drop at once, but the reference the
+//! mapping held is dropped only through the gather, after the TLB flush —
+//! until then a CPU with a stale translation may still write the frame, and
+//! the frame must not be reused.
+
+use super::rss::RssKind;
+use super::Mm;
+use crate::addr::{VirtAddr, PAGE_SIZE};
+use crate::arch::{load_entry, xchg_entry, Pte};
+use crate::phys::frame::flags;
+use crate::pgtable::cursor::{walk_range, Step};
+use crate::sync::Ordering;
+use crate::tlb::MmuGather;
+
+/// Clear every PTE in `[start, end)`, gathering the frames.
+///
+/// Enters with: the mmap lock (read for DONTNEED, write for munmap/exit).
+/// Takes each PTE table's split lock in turn.
+pub(super) fn zap_range(mm: &Mm, g: &mut MmuGather<'_>, start: u64, end: u64) {
+    let sys = &**mm.sys();
+    let zero = sys.zero_pfn();
+    let mut anon = 0i64;
+    let (s, e) = (VirtAddr::new_truncate(start), VirtAddr::new_truncate(end));
+    walk_range(sys, mm.root(), s, e, |step| match step {
+        Step::Ptes(r) => {
+            for (va, slot) in r.slots() {
+                if load_entry(slot).is_none() {
+                    continue;
+                }
+                let old = xchg_entry(slot, Pte::NONE);
+                if !old.maps_frame() {
+                    continue;
+                }
+                g.add_range(va, va + PAGE_SIZE);
+                let pfn = old.pfn();
+                if pfn == zero {
+                    continue;
+                }
+                let f = sys.phys.frame(pfn);
+                f.mapcount.fetch_sub(1, Ordering::AcqRel);
+                if f.has(flags::ANON) {
+                    anon += 1;
+                }
+                g.add_page(pfn);
+            }
+        }
+        Step::Huge { start: hs, slot } => {
+            let span = 2 * 1024 * 1024;
+            // A 2 MiB leaf only partly inside the range would need a split;
+            // nothing maps huge pages yet, so only whole ones are zapped.
+            if hs.as_u64() >= start && hs.as_u64() + span <= end {
+                let old = xchg_entry(slot, Pte::NONE);
+                if old.maps_frame() {
+                    g.add_range(hs, hs + span);
+                    let f = sys.phys.frame(old.pfn());
+                    f.mapcount.fetch_sub(1, Ordering::AcqRel);
+                    if f.has(flags::ANON) {
+                        anon += 512;
+                    }
+                    g.add_page(old.pfn());
+                }
+            }
+        }
+    });
+    if anon != 0 {
+        mm.rss_counters().add(g.cpu(), RssKind::Anon, -anon);
+    }
+}

@@ -1,0 +1,100 @@
+//! The hardware walk, as the MMU does it on a TLB miss.
+//!
+//! No lock is taken: the walk reads each level with one 64-bit Acquire load
+//! and, at the leaf, sets the accessed bit (and the dirty bit on a write)
+//! with compare-and-swap, re-reading the entry if it changed underneath, as
+//! x86 does with its locked A/D update. If the leaf is not present or does
+//! not allow the access, the walk reports a fault and the fault handler
+//! takes over.
+//!
+//! Safety of the walk rests on the TLB shootdown protocol: the caller walks
+//! inside an access window that [`Platform::flush_tlb`] waits for, and a
+//! page-table page is freed only after such a flush. The accessed/dirty
+//! bits set here therefore land before a flush returns — the guarantee
+//! reclaim and munmap rely on.
+//!
+//! Understands 2 MiB (PS at level 2) and 1 GiB (PS at level 3) leaves.
+//!
+//! [`Platform::flush_tlb`]: crate::platform::Platform::flush_tlb
+
+use crate::addr::{Pfn, VirtAddr};
+use crate::arch::{cas_entry, load_entry, EntryKind, Native, PagingFormat, Pte};
+use crate::system::System;
+
+/// The result of a successful walk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Translation {
+    /// The 4 KiB frame holding the address.
+    pub pfn: Pfn,
+    /// Writes may go through this translation without another walk (the
+    /// leaf is writable and already dirty).
+    pub writable: bool,
+    /// The level of the leaf (1 = 4 KiB, 2 = 2 MiB).
+    pub level: usize,
+}
+
+/// Why the walk stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WalkFault {
+    /// Nothing mapped (or PROT_NONE).
+    NotPresent,
+    /// Mapped, but the access is not allowed (a write to a read-only leaf).
+    Protection,
+}
+
+/// Walk `root` for `va`, setting A (and D on `write`).
+///
+/// Enters with: an open access window on the walking CPU (see the TLB
+/// protocol), or the mmap lock held. No lock is taken.
+#[inline]
+pub fn translate(sys: &System, root: Pfn, va: VirtAddr, write: bool) -> Result<Translation, WalkFault> {
+    let mut table = root;
+    let mut level = Native::LEVELS;
+    loop {
+        // SAFETY:
+        // - `table` is the root or was read from a present entry in this
+        //   walk; tables are freed only after a TLB flush, which waits for
+        //   the caller's access window to close (or the caller holds the
+        //   mmap lock, which excludes freeing);
+        // - the index is below 512.
+        let slot = unsafe { sys.entry(table, va.table_index(level)) };
+        let mut raw = load_entry(slot);
+        match Native::decode(raw.0, level) {
+            EntryKind::None | EntryKind::ProtNone(_) => return Err(WalkFault::NotPresent),
+            EntryKind::Table(next) => {
+                table = next;
+                level -= 1;
+            }
+            EntryKind::Leaf(base) => loop {
+                if write && !raw.is_writable() {
+                    return Err(WalkFault::Protection);
+                }
+                let want = Pte::ACCESSED | if write { Pte::DIRTY } else { 0 };
+                if raw.0 & want != want {
+                    match cas_entry(slot, raw, raw.with(want)) {
+                        Ok(_) => raw = raw.with(want),
+                        Err(now) => {
+                            // Changed under us (another CPU's A/D update, or
+                            // the kernel's xchg): decide again on the new
+                            // value, as the hardware does.
+                            raw = now;
+                            match Native::decode(raw.0, level) {
+                                EntryKind::Leaf(_) => continue,
+                                _ => return Err(WalkFault::NotPresent),
+                            }
+                        }
+                    }
+                }
+                let pfn = match level {
+                    1 => raw.pfn(),
+                    _ => {
+                        let span_pages = 1u64 << (9 * (level - 1));
+                        Pfn::new_unchecked(raw.pfn().as_u64() + (va.vpn() & (span_pages - 1)))
+                    }
+                };
+                let _ = base;
+                return Ok(Translation { pfn, writable: raw.is_writable() && raw.is_dirty(), level });
+            },
+        }
+    }
+}

@@ -1,0 +1,79 @@
+//! Per-CPU page caches (Linux's `per_cpu_pages`).
+//!
+//! Each CPU keeps a short stack of free order-0 frames per zone kind of its
+//! home node. Allocation pops, freeing pushes; only when the stack is empty
+//! (refill) or above [`HIGH`] (drain) is the zone lock taken, for a batch of
+//! [`BATCH`] frames. The lock here is the CPU's own and is uncontended except
+//! when another CPU steals from the cache as a last resort before OOM.
+
+use alloc::vec::Vec;
+
+use super::ZoneKind;
+use crate::addr::Pfn;
+use crate::sync::{new_mutex, AtomicU64, Mutex, Ordering};
+
+/// Frames moved per refill or drain.
+pub const BATCH: usize = 64;
+/// Cache size above which a batch is drained.
+pub const HIGH: usize = 8 * BATCH;
+
+/// The caches of one CPU.
+pub struct PerCpuPages {
+    lists: [Mutex<Vec<u32>>; 2],
+    count: AtomicU64,
+}
+
+impl PerCpuPages {
+    /// Empty caches.
+    pub fn new() -> Self {
+        PerCpuPages {
+            lists: [new_mutex(Vec::with_capacity(HIGH + 1)), new_mutex(Vec::with_capacity(HIGH + 1))],
+            count: AtomicU64::new(0),
+        }
+    }
+
+    /// Frames held.
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// Pop a frame of `kind`, refilling with `refill` (which pushes up to
+    /// [`BATCH`] frames and returns how many) when empty.
+    #[inline]
+    pub fn pop(&self, kind: ZoneKind, refill: impl FnOnce(&mut Vec<u32>) -> usize) -> Option<Pfn> {
+        let mut l = self.lists[kind as usize].lock();
+        if l.is_empty() {
+            let n = refill(&mut l);
+            self.count.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        let p = l.pop()?;
+        self.count.fetch_sub(1, Ordering::Relaxed);
+        Some(Pfn::new_unchecked(p as u64))
+    }
+
+    /// Push a frame; above [`HIGH`], hand the oldest [`BATCH`] to `drain`.
+    #[inline]
+    pub fn push(&self, kind: ZoneKind, pfn: Pfn, drain: impl FnOnce(&[u32])) {
+        let mut l = self.lists[kind as usize].lock();
+        l.push(pfn.as_u64() as u32);
+        self.count.fetch_add(1, Ordering::Relaxed);
+        if l.len() > HIGH {
+            drain(&l[..BATCH]);
+            l.drain(..BATCH);
+            self.count.fetch_sub(BATCH as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// Take one frame (another CPU's last resort, or a drain).
+    pub fn steal(&self, kind: ZoneKind) -> Option<Pfn> {
+        let p = self.lists[kind as usize].lock().pop()?;
+        self.count.fetch_sub(1, Ordering::Relaxed);
+        Some(Pfn::new_unchecked(p as u64))
+    }
+}
+
+impl Default for PerCpuPages {
+    fn default() -> Self {
+        Self::new()
+    }
+}
