@@ -1,0 +1,115 @@
+//! The hosted machine: a memory arena, CPUs as threads, the oxmm core.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use oxmm::check::{CheckError, CheckSummary};
+use oxmm::mm::Mm;
+use oxmm::platform::{CpuId, MAX_CPUS};
+use oxmm::stats::{MemInfo, VmStat};
+use oxmm::system::{System, SystemConfig};
+
+use crate::arena::Arena;
+use crate::cpu::{Cpu, Process};
+use crate::platform::HostPlatform;
+use crate::HostError;
+
+/// The machine's shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MachineConfig {
+    /// Physical memory in bytes (a multiple of 4 KiB; at least 1 MiB).
+    pub mem_bytes: u64,
+    /// NUMA nodes.
+    pub nodes: usize,
+    /// CPUs (at most 64).
+    pub cpus: usize,
+    /// Percent of each node in the movable zone.
+    pub movable_percent: u64,
+}
+
+impl Default for MachineConfig {
+    /// The built-in default machine: 2 GiB, one node, 4 CPUs.
+    fn default() -> Self {
+        MachineConfig { mem_bytes: 2 << 30, nodes: 1, cpus: 4, movable_percent: 75 }
+    }
+}
+
+/// A hosted machine.
+pub struct Machine {
+    sys: Arc<System>,
+    platform: Arc<HostPlatform>,
+    claimed: Vec<AtomicBool>,
+    config: MachineConfig,
+}
+
+impl Machine {
+    /// Boot a machine: map and pre-touch the arena, lay out frames.
+    pub fn new(config: MachineConfig) -> Result<Arc<Machine>, HostError> {
+        if config.cpus == 0 || config.cpus > MAX_CPUS {
+            return Err(HostError::Config(format!("cpus must be 1..={MAX_CPUS}, got {}", config.cpus)));
+        }
+        if config.nodes == 0 || config.nodes > config.cpus.max(1) * 8 {
+            return Err(HostError::Config(format!("nodes must be at least 1, got {}", config.nodes)));
+        }
+        if config.mem_bytes < (1 << 20) || !config.mem_bytes.is_multiple_of(4096) {
+            return Err(HostError::Config(format!("memory must be a multiple of 4 KiB and at least 1 MiB, got {}", config.mem_bytes)));
+        }
+        if config.mem_bytes / 4096 > u64::from(u32::MAX) {
+            return Err(HostError::Config("memory above 16 TiB is not supported".into()));
+        }
+        crate::barrier::register().map_err(HostError::Membarrier)?;
+        let arena = Arena::new(config.mem_bytes)?;
+        let platform = Arc::new(HostPlatform::new(arena, config.cpus));
+        let sys = System::new(platform.clone(), SystemConfig { nodes: config.nodes, movable_percent: config.movable_percent })
+            .map_err(|e| HostError::Config(format!("boot failed: {e}")))?;
+        Ok(Arc::new(Machine { sys, platform, claimed: (0..config.cpus).map(|_| AtomicBool::new(false)).collect(), config }))
+    }
+
+    /// The configuration it booted with.
+    pub fn config(&self) -> MachineConfig {
+        self.config
+    }
+
+    /// The core's system object.
+    pub fn sys(&self) -> &Arc<System> {
+        &self.sys
+    }
+
+    /// Take CPU `i` for the calling thread. Each CPU has one handle at a
+    /// time; dropping it gives the CPU back.
+    pub fn cpu(self: &Arc<Self>, i: usize) -> Result<Cpu, HostError> {
+        let flag = self.claimed.get(i).ok_or_else(|| HostError::Config(format!("no CPU {i}: the machine has {}", self.claimed.len())))?;
+        if flag.swap(true, Ordering::AcqRel) {
+            return Err(HostError::CpuBusy(i));
+        }
+        let base = oxmm::platform::Platform::direct_map(&*self.platform).0;
+        Ok(Cpu::new(CpuId(i as u32), self.clone(), self.platform.tlbs[i].clone(), base))
+    }
+
+    pub(crate) fn release_cpu(&self, id: CpuId) {
+        if let Some(f) = self.claimed.get(id.index()) {
+            f.store(false, Ordering::Release);
+        }
+    }
+
+    /// A new process with an empty address space, its root table allocated
+    /// on `cpu`.
+    pub fn new_process(&self, cpu: &Cpu) -> Result<Process, oxmm::Errno> {
+        Ok(Process::new(Mm::new(&self.sys, cpu.id())?))
+    }
+
+    /// Run the invariant checker.
+    pub fn check(&self) -> Result<CheckSummary, CheckError> {
+        oxmm::check::check(&self.sys)
+    }
+
+    /// meminfo.
+    pub fn meminfo(&self) -> MemInfo {
+        self.sys.meminfo()
+    }
+
+    /// vmstat.
+    pub fn vmstat(&self) -> VmStat {
+        self.sys.vmstat()
+    }
+}
