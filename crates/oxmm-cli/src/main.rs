@@ -1,1 +1,131 @@
-fn main(){}
+//! `oxmm`: run op scripts and benchmarks on the hosted machine.
+#![forbid(unsafe_code)]
+
+mod bench;
+mod ops;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use oxmm_host::{Machine, MachineConfig};
+
+/// oxmm: a virtual-memory subsystem, run on a hosted machine.
+#[derive(Parser, Debug)]
+#[command(name = "oxmm", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+/// The hosted machine's shape (defaults: the built-in default machine).
+#[derive(Args, Debug, Clone)]
+struct MachineArgs {
+    /// Physical memory in MiB (default: 2048, or enough for the benchmark).
+    #[arg(long)]
+    mem_mib: Option<u64>,
+    /// NUMA nodes.
+    #[arg(long, default_value_t = 1)]
+    nodes: usize,
+    /// CPUs (default: 4, or the largest thread count of the benchmark).
+    #[arg(long)]
+    cpus: Option<usize>,
+}
+
+impl MachineArgs {
+    fn config(&self, min_mem: u64, min_cpus: usize) -> MachineConfig {
+        let d = MachineConfig::default();
+        MachineConfig {
+            mem_bytes: self.mem_mib.map(|m| m << 20).unwrap_or_else(|| d.mem_bytes.max(min_mem)),
+            nodes: self.nodes,
+            cpus: self.cpus.unwrap_or_else(|| d.cpus.max(min_cpus)),
+            movable_percent: d.movable_percent,
+        }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run an op script (see the README): one JSON line per operation.
+    Run {
+        /// The script.
+        file: PathBuf,
+        /// Run it on the host kernel instead (each script process a real
+        /// process), to compare outputs line by line.
+        #[arg(long)]
+        native: bool,
+        /// Run the invariant checker after the script (hosted only).
+        #[arg(long)]
+        check: bool,
+        #[command(flatten)]
+        machine: MachineArgs,
+    },
+    /// Benchmarks, each beside the host kernel in the same run.
+    #[command(subcommand)]
+    Bench(BenchCmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum BenchCmd {
+    /// Anonymous write-fault throughput: N threads map, touch one byte per
+    /// page, unmap; hosted machine vs host kernel.
+    Faults {
+        #[command(flatten)]
+        args: bench::FaultsArgs,
+        #[command(flatten)]
+        machine: MachineArgs,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => ExitCode::from(code as u8),
+        Err(e) => {
+            eprintln!("oxmm: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn boot(cfg: MachineConfig) -> anyhow::Result<Arc<Machine>> {
+    Machine::new(cfg).with_context(|| format!("booting the hosted machine ({} MiB, {} CPUs, {} nodes)", cfg.mem_bytes >> 20, cfg.cpus, cfg.nodes))
+}
+
+fn run(cli: Cli) -> anyhow::Result<i32> {
+    let stdout = std::io::stdout();
+    match cli.cmd {
+        Cmd::Run { file, native, check, machine } => {
+            let mut out = stdout.lock();
+            if native {
+                return ops::run_native(&file, &mut out);
+            }
+            let m = boot(machine.config(0, 1))?;
+            let mut backend = ops::oxmm::OxmmBackend::new(m.clone())?;
+            let code = ops::run_file(&file, &mut backend, &mut out)?;
+            out.flush()?;
+            if check {
+                drop(backend);
+                m.check().map_err(|e| anyhow::anyhow!("{e}"))?;
+            }
+            Ok(code)
+        }
+        Cmd::Bench(BenchCmd::Faults { args, machine }) => {
+            let max_gb = args.gb.iter().copied().fold(0.0f64, f64::max);
+            let max_threads = args.threads.iter().copied().max().unwrap_or(1);
+            // The data, plus page tables (1/512), per-CPU caches and slack.
+            let need = ((max_gb * (1u64 << 30) as f64) * 1.01) as u64 + (256 << 20);
+            let need = need.div_ceil(1 << 21) << 21;
+            let m = boot(machine.config(need, max_threads))?;
+            let target = bench::OxmmTarget::new(m)?;
+            let kernel = bench::NativeTarget::new();
+            let mut out = stdout.lock();
+            bench::run_faults(&args, &target, &kernel, &mut out)?;
+            target.machine().check().map_err(|e| anyhow::anyhow!("after the benchmark: {e}"))?;
+            Ok(0)
+        }
+    }
+}

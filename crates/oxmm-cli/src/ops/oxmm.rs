@@ -1,0 +1,127 @@
+//! The hosted oxmm machine as an op-script [`Backend`].
+//!
+//! One CPU runs every script process in turn (switching address spaces as
+//! a scheduler would); each operation switches to its process first.
+//! `fork`, `remap`, `shared` and `file=` come with the fork/COW/file issue
+//! and answer "not supported yet" until then, stopping the script with a
+//! message that names the line.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use oxmm::addr::VirtAddr;
+use oxmm::fault::FaultError;
+use oxmm::mm::flags::{Advice, MapFlags, Prot};
+use oxmm_host::{Cpu, Machine, Process};
+
+use super::run::{AccessError, Backend, BackendError, Fault, FaultKind, Rss, SysError};
+
+/// Op scripts on a hosted machine.
+pub struct OxmmBackend {
+    machine: Arc<Machine>,
+    cpu: Cpu,
+}
+
+impl OxmmBackend {
+    /// A backend on `machine`, using its CPU 0.
+    pub fn new(machine: Arc<Machine>) -> anyhow::Result<OxmmBackend> {
+        let cpu = machine.cpu(0)?;
+        Ok(OxmmBackend { machine, cpu })
+    }
+
+    /// The machine (for the invariant checker after a run).
+    pub fn machine(&self) -> &Arc<Machine> {
+        &self.machine
+    }
+
+    fn on(&mut self, p: &Process) -> &mut Cpu {
+        self.cpu.switch_to(p);
+        &mut self.cpu
+    }
+}
+
+fn fault(f: oxmm_host::Fault) -> AccessError {
+    let kind = match f.kind {
+        FaultError::Segv => FaultKind::Segv,
+        FaultError::Bus => FaultKind::Bus,
+        FaultError::Oom => FaultKind::Oom,
+    };
+    AccessError::Fault(Fault { kind, addr: f.addr.as_u64() })
+}
+
+fn not_yet(what: &str) -> BackendError {
+    BackendError(format!("{what} is not supported yet by oxmm (it comes with fork/COW/file mappings)"))
+}
+
+impl Backend for OxmmBackend {
+    type Proc = Process;
+
+    fn new_proc(&mut self) -> Result<Process, BackendError> {
+        self.machine.new_process(&self.cpu).map_err(|e| BackendError(format!("cannot create a process: {e}")))
+    }
+
+    fn mmap(&mut self, p: &mut Process, len: u64, prot: Prot, shared: bool, file: Option<(&Path, u64)>) -> Result<u64, SysError> {
+        if shared {
+            return Err(not_yet("a `shared` mapping").into());
+        }
+        if file.is_some() {
+            return Err(not_yet("a `file=` mapping").into());
+        }
+        let flags = MapFlags::PRIVATE.union(MapFlags::ANONYMOUS);
+        Ok(self.on(p).mmap(0, len, prot, flags)?.as_u64())
+    }
+
+    fn munmap(&mut self, p: &mut Process, addr: u64, len: u64) -> Result<(), SysError> {
+        Ok(self.on(p).munmap(addr, len)?)
+    }
+
+    fn mprotect(&mut self, p: &mut Process, addr: u64, len: u64, prot: Prot) -> Result<(), SysError> {
+        Ok(self.on(p).mprotect(addr, len, prot)?)
+    }
+
+    fn madvise(&mut self, p: &mut Process, addr: u64, len: u64, advice: Advice) -> Result<(), SysError> {
+        Ok(self.on(p).madvise(addr, len, advice as u32)?)
+    }
+
+    fn touch(&mut self, p: &mut Process, addr: u64, len: u64, write: bool) -> Result<(), AccessError> {
+        let cpu = self.on(p);
+        let end = addr.saturating_add(len);
+        let mut a = addr;
+        while a < end {
+            cpu.touch(VirtAddr::new_truncate(a), write).map_err(fault)?;
+            a = (a & !0xfff) + 4096;
+        }
+        Ok(())
+    }
+
+    fn fill(&mut self, p: &mut Process, addr: u64, len: u64, byte: u8) -> Result<(), AccessError> {
+        self.on(p).fill(VirtAddr::new_truncate(addr), len, byte).map_err(fault)
+    }
+
+    fn sum(&mut self, p: &mut Process, addr: u64, len: u64) -> Result<u64, AccessError> {
+        self.on(p).sum(VirtAddr::new_truncate(addr), len).map_err(fault)
+    }
+
+    fn mremap(&mut self, _p: &mut Process, _addr: u64, _old: u64, _new: u64) -> Result<u64, SysError> {
+        Err(not_yet("`remap`").into())
+    }
+
+    fn fork(&mut self, _p: &mut Process) -> Result<Process, SysError> {
+        Err(not_yet("`fork`").into())
+    }
+
+    fn exit(&mut self, p: Process) -> Result<(), BackendError> {
+        self.cpu.exit_process(p);
+        Ok(())
+    }
+
+    fn stat(&mut self, p: &mut Process) -> Result<Rss, SysError> {
+        let r = p.rss();
+        Ok(Rss { anon: r.anon, file: r.file, shmem: r.shmem, swap: r.swap })
+    }
+
+    fn mincore(&mut self, p: &mut Process, addr: u64, len: u64) -> Result<u64, SysError> {
+        let v = self.on(p).mincore(addr, len)?;
+        Ok(v.iter().filter(|&&b| b & 1 != 0).count() as u64)
+    }
+}
