@@ -103,13 +103,11 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             if native {
                 return ops::run_native(&file, &mut out);
             }
-            let m = boot(machine.config(0, 1))?;
-            let mut backend = ops::oxmm::OxmmBackend::new(m.clone())?;
+            let mut backend = ops::oxmm::OxmmBackend::new(boot(machine.config(0, 1))?)?;
             let code = ops::run_file(&file, &mut backend, &mut out)?;
             out.flush()?;
             if check {
-                drop(backend);
-                m.check().map_err(|e| anyhow::anyhow!("{e}"))?;
+                backend.machine().check().map_err(|e| anyhow::anyhow!("{e}"))?;
             }
             Ok(code)
         }

@@ -10,6 +10,6 @@ pub mod faults;
 pub mod native;
 pub mod oxmm;
 
-pub use faults::{run_faults, FaultTarget, FaultThread, FaultsArgs};
+pub use faults::{run_faults, FaultsArgs};
 pub use native::NativeTarget;
 pub use oxmm::OxmmTarget;
