@@ -72,3 +72,79 @@ impl Drop for Rig {
 pub fn va(a: u64) -> VirtAddr {
     VirtAddr::new_truncate(a)
 }
+
+// ---- helpers added for the foundation tests (anon_fault, errno, mprotect,
+// madvise, pgtable, oom, concurrency, tlb) ---------------------------------
+
+/// `MAP_PRIVATE | MAP_ANONYMOUS`.
+pub const ANON: MapFlags = MapFlags(MapFlags::PRIVATE.0 | MapFlags::ANONYMOUS.0);
+
+impl Rig {
+    /// A vmstat counter by name (panics on an unknown name).
+    #[track_caller]
+    pub fn stat(&self, name: &str) -> i64 {
+        self.machine.vmstat().get(name).unwrap_or_else(|| panic!("no vmstat counter {name:?}"))
+    }
+
+    /// Assert that a read of `a` faults with SEGV exactly at `a`.
+    #[track_caller]
+    pub fn assert_read_segv(&mut self, a: VirtAddr) {
+        assert_eq!(self.cpu.read_u8(a), Err(oxmm_host::Fault { kind: oxmm::fault::FaultError::Segv, addr: a }), "read of {a:?}");
+    }
+
+    /// Assert that a write to `a` faults with SEGV exactly at `a`.
+    #[track_caller]
+    pub fn assert_write_segv(&mut self, a: VirtAddr) {
+        assert_eq!(self.cpu.write_u8(a, 0xee), Err(oxmm_host::Fault { kind: oxmm::fault::FaultError::Segv, addr: a }), "write of {a:?}");
+    }
+}
+
+type Job = Box<dyn FnOnce(&mut Cpu) + Send>;
+
+/// Another CPU of the machine, run by its own thread, switched to a
+/// process. [`Remote::run`] executes a closure on it and waits for the
+/// result, so tests sequence CPUs deterministically. Between jobs the
+/// thread is blocked outside any access window (as an idle CPU is).
+pub struct Remote {
+    tx: Option<std::sync::mpsc::Sender<Job>>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Remote {
+    /// Take CPU `i` of `machine` on a new thread and switch it to `p`.
+    #[track_caller]
+    pub fn new(machine: &Arc<Machine>, i: usize, p: &Process) -> Remote {
+        let mut cpu = machine.cpu(i).expect("remote cpu");
+        let p = p.clone();
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        let handle = std::thread::spawn(move || {
+            cpu.switch_to(&p);
+            drop(p);
+            for job in rx {
+                job(&mut cpu);
+            }
+        });
+        Remote { tx: Some(tx), handle: Some(handle) }
+    }
+
+    /// Run `f` on the remote CPU and return its result.
+    #[track_caller]
+    pub fn run<R: Send + 'static>(&self, f: impl FnOnce(&mut Cpu) -> R + Send + 'static) -> R {
+        let (rtx, rrx) = std::sync::mpsc::sync_channel(1);
+        self.tx.as_ref().expect("remote alive").send(Box::new(move |cpu| {
+            let _ = rtx.send(f(cpu));
+        })).expect("remote CPU thread is gone");
+        rrx.recv().expect("remote CPU thread panicked")
+    }
+}
+
+impl Drop for Remote {
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        if let Some(h) = self.handle.take() {
+            if h.join().is_err() && !std::thread::panicking() {
+                panic!("remote CPU thread panicked");
+            }
+        }
+    }
+}
