@@ -41,7 +41,7 @@ fn mmap_without_private_or_shared_is_einval() {
 }
 
 #[test]
-#[ignore = "BUG: mmap checks the sharing type before the length and MAP_FIXED_NOREPLACE; Linux checks it last (ENOMEM / EEXIST win)"]
+
 fn mmap_sharing_type_is_checked_after_length_and_noreplace() {
     let mut rig = Rig::new();
     // kernel: MAP_ANONYMOUS (no type), len 1<<62 -> ENOMEM
@@ -52,7 +52,7 @@ fn mmap_sharing_type_is_checked_after_length_and_noreplace() {
 }
 
 #[test]
-#[ignore = "BUG: anonymous MAP_SHARED_VALIDATE returns EOPNOTSUPP; Linux returns EINVAL (with or without unknown flags)"]
+
 fn mmap_anonymous_shared_validate_is_einval() {
     let mut rig = Rig::new();
     // kernel: MAP_ANONYMOUS|MAP_SHARED_VALIDATE -> EINVAL
@@ -113,7 +113,7 @@ fn mmap_huge_length_is_enomem() {
 }
 
 #[test]
-#[ignore = "BUG: mmap keeps unknown PROT bits (0x10, PROT_SEM) in the VMA and Prot::readable() treats any bit as readable; Linux maps them with no access (SEGV)"]
+
 fn mmap_unknown_prot_bits_grant_no_access() {
     // kernel: mmap(NULL, 4096, 0x10, MAP_PRIVATE|MAP_ANONYMOUS) succeeds and
     // a read of it is SIGSEGV; the same for prot = PROT_SEM (0x8); and
@@ -215,7 +215,7 @@ fn madvise_dontneed_on_locked_mapping_is_einval() {
 }
 
 #[test]
-#[ignore = "BUG: madvise rejects advice Linux knows (MADV_DONTFORK 10, MADV_DODUMP 17, MADV_POPULATE_READ 22) with EINVAL; Linux returns 0"]
+
 fn madvise_known_linux_advice_is_accepted() {
     // kernel: on a private anonymous page, advice 10, 17 and 22 -> 0
     let mut rig = Rig::new();

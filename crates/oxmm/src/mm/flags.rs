@@ -90,7 +90,8 @@ impl MapFlags {
     }
 }
 
-/// `MADV_*` advice values.
+/// `MADV_*` advice values (every value Linux 6.18's `madvise_behavior_valid`
+/// accepts, except the memory-failure and guard-region ones).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u32)]
 pub enum Advice {
@@ -104,16 +105,42 @@ pub enum Advice {
     WillNeed = 3,
     /// Don't need these pages: private anonymous pages read back as zeroes.
     DontNeed = 4,
-    /// Free lazily (accepted; treated as `DontNeed` would be too eager, so it is a no-op until reclaim exists).
+    /// Free lazily (no reclaim yet: the pages simply stay).
     Free = 8,
+    /// Punch a hole in the backing store (only for shared file/shmem).
+    Remove = 9,
+    /// Do not inherit across fork.
+    DontFork = 10,
+    /// Inherit across fork (undoes `DontFork`).
+    DoFork = 11,
+    /// KSM may merge these pages (accepted; no KSM).
+    Mergeable = 12,
+    /// KSM may not merge these pages.
+    Unmergeable = 13,
     /// Worth backing with transparent huge pages.
     HugePage = 14,
     /// Not worth backing with transparent huge pages.
     NoHugePage = 15,
+    /// Leave out of core dumps.
+    DontDump = 16,
+    /// Include in core dumps.
+    DoDump = 17,
+    /// The child of a fork sees zeroes here.
+    WipeOnFork = 18,
+    /// Undo `WipeOnFork`.
+    KeepOnFork = 19,
     /// Deactivate these pages.
     Cold = 20,
     /// Reclaim these pages.
     PageOut = 21,
+    /// Fault the pages in for reading.
+    PopulateRead = 22,
+    /// Fault the pages in for writing.
+    PopulateWrite = 23,
+    /// `DontNeed` that also applies to locked mappings.
+    DontNeedLocked = 24,
+    /// Collapse into transparent huge pages (no THP yet: nothing to do).
+    Collapse = 25,
 }
 
 impl Advice {
@@ -127,10 +154,23 @@ impl Advice {
             3 => Advice::WillNeed,
             4 => Advice::DontNeed,
             8 => Advice::Free,
+            9 => Advice::Remove,
+            10 => Advice::DontFork,
+            11 => Advice::DoFork,
+            12 => Advice::Mergeable,
+            13 => Advice::Unmergeable,
             14 => Advice::HugePage,
             15 => Advice::NoHugePage,
+            16 => Advice::DontDump,
+            17 => Advice::DoDump,
+            18 => Advice::WipeOnFork,
+            19 => Advice::KeepOnFork,
             20 => Advice::Cold,
             21 => Advice::PageOut,
+            22 => Advice::PopulateRead,
+            23 => Advice::PopulateWrite,
+            24 => Advice::DontNeedLocked,
+            25 => Advice::Collapse,
             _ => return None,
         })
     }

@@ -2,8 +2,9 @@
 
 use super::vma::vmflags;
 use super::{page_align, zap, Mm};
-use crate::addr::PAGE_SIZE;
+use crate::addr::{VirtAddr, PAGE_SIZE};
 use crate::errno::{Errno, SysResult};
+use crate::fault::{handle_fault, Access, FaultError};
 use crate::mm::flags::Advice;
 use crate::platform::CpuId;
 use crate::tlb::MmuGather;
@@ -18,8 +19,11 @@ impl Mm {
     /// zeroes), under the mmap read lock as Linux does; `MADV_DONTNEED` on a
     /// locked VMA → `EINVAL`. `MADV_RANDOM`/`SEQUENTIAL`/`NORMAL` and the
     /// huge-page hints set VMA flags (random turns prefault off).
-    /// `WILLNEED`, `COLD`, `PAGEOUT` and `FREE` have nothing to act on until
-    /// swap and reclaim exist, and succeed.
+    /// The fork and dump hints set VMA flags for fork to honour;
+    /// `POPULATE_READ`/`WRITE` fault the range in. `WILLNEED`, `COLD`,
+    /// `PAGEOUT`, `FREE` and `COLLAPSE` have nothing to act on until swap,
+    /// reclaim and huge pages exist, and succeed. `REMOVE` on private
+    /// anonymous memory is `EINVAL`, as on Linux.
     pub fn madvise(&self, cpu: CpuId, addr: u64, len: u64, advice: u32) -> SysResult<()> {
         let adv = Advice::from_raw(advice).ok_or(Errno::EINVAL)?;
         if !addr.is_multiple_of(PAGE_SIZE) {
@@ -39,8 +43,22 @@ impl Mm {
             Advice::Sequential => (vmflags::SEQUENTIAL, vmflags::RANDOM),
             Advice::HugePage => (vmflags::HUGEPAGE, vmflags::NOHUGEPAGE),
             Advice::NoHugePage => (vmflags::NOHUGEPAGE, vmflags::HUGEPAGE),
-            Advice::DontNeed => return self.dontneed(cpu, addr, end),
-            Advice::WillNeed | Advice::Cold | Advice::PageOut | Advice::Free => {
+            Advice::DontFork => (vmflags::DONTFORK, 0),
+            Advice::DoFork => (0, vmflags::DONTFORK),
+            Advice::WipeOnFork => (vmflags::WIPEONFORK, 0),
+            Advice::KeepOnFork => (0, vmflags::WIPEONFORK),
+            Advice::DontDump => (vmflags::DONTDUMP, 0),
+            Advice::DoDump => (0, vmflags::DONTDUMP),
+            Advice::Mergeable => (vmflags::MERGEABLE, 0),
+            Advice::Unmergeable => (0, vmflags::MERGEABLE),
+            Advice::DontNeed => return self.dontneed(cpu, addr, end, false),
+            Advice::DontNeedLocked => return self.dontneed(cpu, addr, end, true),
+            // Private anonymous memory has no backing store to punch.
+            Advice::Remove => return Err(Errno::EINVAL),
+            Advice::PopulateRead | Advice::PopulateWrite => {
+                return self.populate_advice(cpu, addr, end, adv == Advice::PopulateWrite)
+            }
+            Advice::WillNeed | Advice::Cold | Advice::PageOut | Advice::Free | Advice::Collapse => {
                 let st = self.read();
                 return if st.vmas.covers(addr, end) { Ok(()) } else { Err(Errno::ENOMEM) };
             }
@@ -58,10 +76,30 @@ impl Mm {
         }
     }
 
-    fn dontneed(&self, cpu: CpuId, addr: u64, end: u64) -> SysResult<()> {
+    /// `MADV_POPULATE_READ`/`WRITE`: fault every page in. A hole is
+    /// `ENOMEM`; a page the mapping does not allow the access to is
+    /// `EFAULT` (Linux's answer for a failed populate); no memory is
+    /// `ENOMEM`.
+    fn populate_advice(&self, cpu: CpuId, addr: u64, end: u64, write: bool) -> SysResult<()> {
+        if !self.read().vmas.covers(addr, end) {
+            return Err(Errno::ENOMEM);
+        }
+        let access = if write { Access::Write } else { Access::Read };
+        let mut a = addr;
+        while a < end {
+            match handle_fault(self, cpu, VirtAddr::new_truncate(a), access) {
+                Ok(()) => a += PAGE_SIZE,
+                Err(FaultError::Oom) => return Err(Errno::ENOMEM),
+                Err(_) => return Err(Errno::EFAULT),
+            }
+        }
+        Ok(())
+    }
+
+    fn dontneed(&self, cpu: CpuId, addr: u64, end: u64, locked_too: bool) -> SysResult<()> {
         let st = self.read();
         let vmas = st.vmas.overlapping(addr, end);
-        if vmas.iter().any(|v| v.flags & vmflags::LOCKED != 0) {
+        if !locked_too && vmas.iter().any(|v| v.flags & vmflags::LOCKED != 0) {
             return Err(Errno::EINVAL);
         }
         let mut g = MmuGather::new(self.sys(), cpu, self.id());

@@ -10,37 +10,32 @@ use crate::pgtable::cursor::free_tables;
 use crate::platform::CpuId;
 use crate::tlb::MmuGather;
 
-/// Every `MAP_*` bit Linux knows (for `MAP_SHARED_VALIDATE`).
-const KNOWN_FLAGS: u32 = 0x03 | 0x10 | 0x20 | 0x0100 | 0x0800 | 0x1000 | 0x2000 | 0x4000 | 0x8000 | 0x10000 | 0x20000 | 0x40000 | 0x80000 | 0x100000 | 0xfc000000;
-
 impl Mm {
     /// `mmap(addr, len, prot, flags, -1, 0)` for anonymous memory.
     ///
-    /// Linux's checks, in Linux's order: `len == 0` → `EINVAL`; a sharing
-    /// type other than private/shared/shared-validate → `EINVAL`; unknown
-    /// flags with `MAP_SHARED_VALIDATE` → `EOPNOTSUPP`; no
-    /// `MAP_ANONYMOUS` → `EBADF` (there is no file descriptor); a length
-    /// that overflows when page-aligned or exceeds the address space →
-    /// `ENOMEM`; `MAP_FIXED` at an unaligned address → `EINVAL`, beyond the
-    /// address space → `ENOMEM`, below `mmap_min_addr` → `EPERM`;
-    /// `MAP_FIXED_NOREPLACE` over a mapping → `EEXIST`; no free range →
-    /// `ENOMEM`. Shared anonymous memory is not supported yet
-    /// (`EOPNOTSUPP`); `MAP_HUGETLB` has no huge page pool (`ENOMEM`).
-    /// `MAP_POPULATE` (and `MAP_LOCKED`) prefault every page.
+    /// Linux's checks, in Linux's order (`ksys_mmap_pgoff`, `do_mmap`,
+    /// `get_unmapped_area`, then the sharing type last): no
+    /// `MAP_ANONYMOUS` → `EBADF` (there is no file descriptor); `len == 0`
+    /// → `EINVAL`; a length that overflows when page-aligned or exceeds the
+    /// address space → `ENOMEM`; `MAP_FIXED` at an unaligned address →
+    /// `EINVAL`, beyond the address space → `ENOMEM`, below
+    /// `mmap_min_addr` → `EPERM`; `MAP_FIXED_NOREPLACE` over a mapping →
+    /// `EEXIST`; no free range → `ENOMEM`; and only then a sharing type
+    /// other than private/shared → `EINVAL` (anonymous
+    /// `MAP_SHARED_VALIDATE` included, as Linux has it). Unknown flag bits
+    /// are ignored; unknown `prot` bits are ignored too, so `PROT_SEM` or
+    /// `0x10` alone give a mapping with no access, as on Linux. Shared
+    /// anonymous memory is not supported yet (`EOPNOTSUPP`); `MAP_HUGETLB`
+    /// has no huge page pool (`ENOMEM`). `MAP_POPULATE` (and `MAP_LOCKED`)
+    /// prefault every page.
     pub fn mmap(&self, cpu: CpuId, addr: u64, len: u64, prot: Prot, flags: MapFlags) -> SysResult<VirtAddr> {
-        if len == 0 {
-            return Err(Errno::EINVAL);
-        }
-        let typ = flags.0 & MapFlags::TYPE_MASK;
-        if typ != MapFlags::PRIVATE.0 && typ != MapFlags::SHARED.0 && typ != MapFlags::SHARED_VALIDATE.0 {
-            return Err(Errno::EINVAL);
-        }
-        if typ == MapFlags::SHARED_VALIDATE.0 && flags.0 & !KNOWN_FLAGS != 0 {
-            return Err(Errno::EOPNOTSUPP);
-        }
         if !flags.contains(MapFlags::ANONYMOUS) {
             return Err(Errno::EBADF);
         }
+        if len == 0 {
+            return Err(Errno::EINVAL);
+        }
+        let prot = Prot(prot.0 & Prot::ALL);
         let len = page_align(len).filter(|l| *l != 0 && *l <= TASK_SIZE).ok_or(Errno::ENOMEM)?;
         let fixed = flags.contains(MapFlags::FIXED) || flags.contains(MapFlags::FIXED_NOREPLACE);
         if fixed {
@@ -54,12 +49,10 @@ impl Mm {
                 return Err(Errno::EPERM);
             }
         }
-        if typ != MapFlags::PRIVATE.0 {
-            return Err(Errno::EOPNOTSUPP);
-        }
         if flags.contains(MapFlags::HUGETLB) {
             return Err(Errno::ENOMEM);
         }
+        let typ = flags.0 & MapFlags::TYPE_MASK;
         let mut vflags = vmflags::ANON;
         if flags.contains(MapFlags::LOCKED) {
             vflags |= vmflags::LOCKED;
@@ -72,7 +65,6 @@ impl Mm {
             if flags.contains(MapFlags::FIXED_NOREPLACE) && !st.vmas.overlapping(addr, addr + len).is_empty() {
                 return Err(Errno::EEXIST);
             }
-            self.unmap_locked(&mut st, cpu, addr, addr + len);
             addr
         } else {
             let hint = page_align(addr).unwrap_or(0);
@@ -82,6 +74,16 @@ impl Mm {
                 st.vmas.find_gap_topdown(len, MMAP_MIN_ADDR, MMAP_BASE).ok_or(Errno::ENOMEM)?
             }
         };
+        // The sharing type is checked last, as in Linux's `do_mmap`.
+        if typ == MapFlags::SHARED.0 {
+            return Err(Errno::EOPNOTSUPP);
+        }
+        if typ != MapFlags::PRIVATE.0 {
+            return Err(Errno::EINVAL);
+        }
+        if fixed {
+            self.unmap_locked(&mut st, cpu, addr, addr + len);
+        }
         st.vmas.insert(Vma { start, end: start + len, prot, flags: vflags });
         drop(st);
         if flags.contains(MapFlags::POPULATE) || flags.contains(MapFlags::LOCKED) {

@@ -34,6 +34,14 @@ pub mod vmflags {
     pub const HEAP: u32 = 1 << 7;
     /// `MAP_GROWSDOWN` / `MAP_STACK`.
     pub const GROWSDOWN: u32 = 1 << 8;
+    /// `MADV_DONTFORK`: not inherited by a fork's child.
+    pub const DONTFORK: u32 = 1 << 9;
+    /// `MADV_WIPEONFORK`: the child sees zeroes.
+    pub const WIPEONFORK: u32 = 1 << 10;
+    /// `MADV_DONTDUMP`.
+    pub const DONTDUMP: u32 = 1 << 11;
+    /// `MADV_MERGEABLE`.
+    pub const MERGEABLE: u32 = 1 << 12;
 }
 
 /// One virtual memory area.
