@@ -92,7 +92,9 @@ fn main() -> ExitCode {
 }
 
 fn boot(cfg: MachineConfig) -> anyhow::Result<Arc<Machine>> {
-    Machine::new(cfg).with_context(|| format!("booting the hosted machine ({} MiB, {} CPUs, {} nodes)", cfg.mem_bytes >> 20, cfg.cpus, cfg.nodes))
+    Machine::new(cfg).with_context(|| {
+        format!("booting the hosted machine ({} MiB, {} CPUs, {} nodes)", cfg.mem_bytes >> 20, cfg.cpus, cfg.nodes)
+    })
 }
 
 fn run(cli: Cli) -> anyhow::Result<i32> {

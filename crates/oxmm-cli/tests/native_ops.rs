@@ -13,9 +13,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{json, Value};
 
 fn example(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../examples/ops")
-        .join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/ops").join(name)
 }
 
 /// Runs a script natively: its exit status and its output, by line.
@@ -38,9 +36,7 @@ fn stat(anon: u64, file: u64, shmem: u64) -> Value {
 /// Checks `want` (without `line`) against the output of line `n`.
 #[track_caller]
 fn check(out: &BTreeMap<u64, Value>, n: u64, mut want: Value) {
-    want.as_object_mut()
-        .unwrap()
-        .insert("line".into(), json!(n));
+    want.as_object_mut().unwrap().insert("line".into(), json!(n));
     assert_eq!(out.get(&n), Some(&want), "line {n}");
 }
 
@@ -53,23 +49,11 @@ fn basic() {
     check(&out, 7, json!({"op":"mincore","ok":true,"resident":16}));
     check(&out, 9, stat(16, 0, 0)); // a write touch of 16 pages
     check(&out, 11, json!({"op":"sum","ok":true,"value":16384}));
-    check(
-        &out,
-        14,
-        json!({"op":"touch","ok":false,"fault":"segv","addr_off":16384}),
-    );
-    check(
-        &out,
-        17,
-        json!({"op":"sum","ok":false,"fault":"segv","addr_off":20480}),
-    );
+    check(&out, 14, json!({"op":"touch","ok":false,"fault":"segv","addr_off":16384}));
+    check(&out, 17, json!({"op":"sum","ok":false,"fault":"segv","addr_off":20480}));
     check(&out, 19, stat(8, 0, 0)); // dontneed dropped 8 pages
     check(&out, 20, json!({"op":"sum","ok":true,"value":0}));
-    check(
-        &out,
-        23,
-        json!({"op":"touch","ok":false,"fault":"segv","addr_off":0}),
-    );
+    check(&out, 23, json!({"op":"touch","ok":false,"fault":"segv","addr_off":0}));
     check(&out, 24, stat(0, 0, 0));
     assert_eq!(out.len(), 23, "every operation answers");
 }
@@ -100,16 +84,8 @@ fn errno() {
     check(&out, 24, json!({"op":"sum","ok":true,"value":16}));
     check(&out, 27, stat(32, 0, 0));
     check(&out, 29, stat(1, 0, 0));
-    check(
-        &out,
-        31,
-        json!({"op":"touch","ok":false,"fault":"segv","addr_off":4096}),
-    );
-    check(
-        &out,
-        33,
-        json!({"op":"fill","ok":false,"fault":"segv","addr_off":4096}),
-    );
+    check(&out, 31, json!({"op":"touch","ok":false,"fault":"segv","addr_off":4096}));
+    check(&out, 33, json!({"op":"fill","ok":false,"fault":"segv","addr_off":4096}));
     check(&out, 34, json!({"op":"sum","ok":true,"value":30}));
 }
 
@@ -132,18 +108,10 @@ fn fork() {
 fn file() {
     let (code, out) = run(&example("file.ops"));
     assert_eq!(code, 0);
-    check(
-        &out,
-        5,
-        json!({"op":"touch","ok":false,"fault":"bus","addr_off":4096}),
-    );
+    check(&out, 5, json!({"op":"touch","ok":false,"fault":"bus","addr_off":4096}));
     check(&out, 6, stat(0, 1, 0));
     check(&out, 10, stat(1, 0, 0));
-    check(
-        &out,
-        12,
-        json!({"op":"touch","ok":false,"fault":"bus","addr_off":0}),
-    );
+    check(&out, 12, json!({"op":"touch","ok":false,"fault":"bus","addr_off":0}));
     check(&out, 13, json!({"op":"map","ok":false,"errno":"EINVAL"}));
     check(&out, 15, stat(1, 0, 0));
 }
@@ -154,11 +122,7 @@ fn script_errors_stop_with_status_2() {
     std::fs::create_dir_all(&dir).unwrap();
     for (name, src, lines) in [
         ("parse.ops", "proc A\nmapp A x 4K rw private\n", 0),
-        (
-            "region.ops",
-            "proc A\nmap A x 4K rw private\ntouch A y 0 4K read\n",
-            2,
-        ),
+        ("region.ops", "proc A\nmap A x 4K rw private\ntouch A y 0 4K read\n", 2),
         ("twice.ops", "proc A\nproc A\n", 1),
         ("forkto.ops", "proc A\nproc B\nfork A B\n", 2),
     ] {

@@ -19,7 +19,8 @@ pub struct Arena {
 impl Arena {
     /// Map and pre-touch `bytes` (a multiple of 4 KiB).
     pub fn new(bytes: u64) -> Result<Arena, HostError> {
-        let len = usize::try_from(bytes).map_err(|_| HostError::Config(format!("memory size {bytes} does not fit this host")))?;
+        let len = usize::try_from(bytes)
+            .map_err(|_| HostError::Config(format!("memory size {bytes} does not fit this host")))?;
         let mut map = MmapOptions::new().len(len).map_anon().map_err(HostError::Arena)?;
         #[cfg(target_os = "linux")]
         {

@@ -30,7 +30,10 @@ fn membarrier(cmd: libc::c_int) -> io::Result<libc::c_long> {
 pub fn register() -> io::Result<()> {
     let supported = membarrier(MEMBARRIER_CMD_QUERY)?;
     if supported & libc::c_long::from(MEMBARRIER_CMD_PRIVATE_EXPEDITED) == 0 {
-        return Err(io::Error::new(io::ErrorKind::Unsupported, "membarrier PRIVATE_EXPEDITED is not supported by this kernel"));
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "membarrier PRIVATE_EXPEDITED is not supported by this kernel",
+        ));
     }
     membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED).map(|_| ())
 }
@@ -45,7 +48,8 @@ pub fn heavy_fence() {
             // if it somehow does, fall back to the global (slow) barrier
             // rather than break the protocol.
             // SAFETY: as in `membarrier`; MEMBARRIER_CMD_GLOBAL is 1.
-            let r = unsafe { libc::syscall(libc::SYS_membarrier, 1 as libc::c_int, 0 as libc::c_uint, 0 as libc::c_int) };
+            let r =
+                unsafe { libc::syscall(libc::SYS_membarrier, 1 as libc::c_int, 0 as libc::c_uint, 0 as libc::c_int) };
             assert!(r >= 0, "membarrier failed: {}", io::Error::last_os_error());
         }
     }

@@ -119,7 +119,8 @@ impl Cpu {
 
     #[cold]
     fn miss(&mut self, va: u64, write: bool) -> Result<u64, Fault> {
-        let addr = VirtAddr::try_new(va).map_err(|_| Fault { kind: FaultError::Segv, addr: VirtAddr::new_truncate(va) })?;
+        let addr =
+            VirtAddr::try_new(va).map_err(|_| Fault { kind: FaultError::Segv, addr: VirtAddr::new_truncate(va) })?;
         let mm = self.mm_or_segv(va)?.clone();
         let sys = self.machine.sys().clone();
         loop {
@@ -167,7 +168,9 @@ impl Cpu {
             //   until the window closes (the flush protocol);
             // - `a & 0xfff` is 8-aligned, so the 8 bytes are in the page and
             //   aligned for an atomic access.
-            self.with_page(a, false, |page| unsafe { HwAtomicU64::from_ptr((page + (a & 0xfff)) as *mut u64) }.load(Ordering::Relaxed))
+            self.with_page(a, false, |page| {
+                unsafe { HwAtomicU64::from_ptr((page + (a & 0xfff)) as *mut u64) }.load(Ordering::Relaxed)
+            })
         } else {
             let mut b = [0u8; 8];
             self.read(va, &mut b)?;
@@ -181,7 +184,9 @@ impl Cpu {
         let a = va.as_u64();
         if a & 7 == 0 {
             // SAFETY: as in `read_u64`, for a translation allowing writes.
-            self.with_page(a, true, |page| unsafe { HwAtomicU64::from_ptr((page + (a & 0xfff)) as *mut u64) }.store(v, Ordering::Relaxed))
+            self.with_page(a, true, |page| {
+                unsafe { HwAtomicU64::from_ptr((page + (a & 0xfff)) as *mut u64) }.store(v, Ordering::Relaxed)
+            })
         } else {
             self.write(va, &v.to_le_bytes())
         }
@@ -192,7 +197,9 @@ impl Cpu {
     pub fn read_u8(&mut self, va: VirtAddr) -> Result<u8, Fault> {
         let a = va.as_u64();
         // SAFETY: as in `read_u64`; one byte at an in-page offset.
-        self.with_page(a, false, |page| unsafe { HwAtomicU8::from_ptr((page + (a & 0xfff)) as *mut u8) }.load(Ordering::Relaxed))
+        self.with_page(a, false, |page| {
+            unsafe { HwAtomicU8::from_ptr((page + (a & 0xfff)) as *mut u8) }.load(Ordering::Relaxed)
+        })
     }
 
     /// Store one byte.
@@ -200,7 +207,9 @@ impl Cpu {
     pub fn write_u8(&mut self, va: VirtAddr, v: u8) -> Result<(), Fault> {
         let a = va.as_u64();
         // SAFETY: as in `read_u64`, for a translation allowing writes.
-        self.with_page(a, true, |page| unsafe { HwAtomicU8::from_ptr((page + (a & 0xfff)) as *mut u8) }.store(v, Ordering::Relaxed))
+        self.with_page(a, true, |page| {
+            unsafe { HwAtomicU8::from_ptr((page + (a & 0xfff)) as *mut u8) }.store(v, Ordering::Relaxed)
+        })
     }
 
     /// One access to `va`: a load of its byte, or a store of `0x01`.
@@ -215,7 +224,13 @@ impl Cpu {
 
     /// Apply `f(host_addr, len)` to each page-sized piece of
     /// `[va, va+len)`, one window per piece; stops at the first fault.
-    fn for_each_piece(&mut self, va: VirtAddr, len: u64, write: bool, mut f: impl FnMut(u64, u64, u64)) -> Result<(), Fault> {
+    fn for_each_piece(
+        &mut self,
+        va: VirtAddr,
+        len: u64,
+        write: bool,
+        mut f: impl FnMut(u64, u64, u64),
+    ) -> Result<(), Fault> {
         let mut a = va.as_u64();
         let end = a.checked_add(len).ok_or(Fault { kind: FaultError::Segv, addr: va })?;
         let mut done = 0u64;
@@ -234,7 +249,8 @@ impl Cpu {
             for i in 0..n {
                 // SAFETY: `host..host+n` lies in one translated page (see
                 // `read_u64`); byte atomics need no alignment.
-                buf[(done + i) as usize] = unsafe { HwAtomicU8::from_ptr((host + i) as *mut u8) }.load(Ordering::Relaxed);
+                buf[(done + i) as usize] =
+                    unsafe { HwAtomicU8::from_ptr((host + i) as *mut u8) }.load(Ordering::Relaxed);
             }
         })
     }
@@ -244,7 +260,8 @@ impl Cpu {
         self.for_each_piece(va, buf.len() as u64, true, |host, n, done| {
             for i in 0..n {
                 // SAFETY: as in `read`, for a translation allowing writes.
-                unsafe { HwAtomicU8::from_ptr((host + i) as *mut u8) }.store(buf[(done + i) as usize], Ordering::Relaxed);
+                unsafe { HwAtomicU8::from_ptr((host + i) as *mut u8) }
+                    .store(buf[(done + i) as usize], Ordering::Relaxed);
             }
         })
     }

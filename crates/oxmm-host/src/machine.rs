@@ -52,7 +52,10 @@ impl Machine {
             return Err(HostError::Config(format!("nodes must be at least 1, got {}", config.nodes)));
         }
         if config.mem_bytes < (1 << 20) || !config.mem_bytes.is_multiple_of(4096) {
-            return Err(HostError::Config(format!("memory must be a multiple of 4 KiB and at least 1 MiB, got {}", config.mem_bytes)));
+            return Err(HostError::Config(format!(
+                "memory must be a multiple of 4 KiB and at least 1 MiB, got {}",
+                config.mem_bytes
+            )));
         }
         if config.mem_bytes / 4096 > u64::from(u32::MAX) {
             return Err(HostError::Config("memory above 16 TiB is not supported".into()));
@@ -60,9 +63,17 @@ impl Machine {
         crate::barrier::register().map_err(HostError::Membarrier)?;
         let arena = Arena::new(config.mem_bytes)?;
         let platform = Arc::new(HostPlatform::new(arena, config.cpus));
-        let sys = System::new(platform.clone(), SystemConfig { nodes: config.nodes, movable_percent: config.movable_percent })
-            .map_err(|e| HostError::Config(format!("boot failed: {e}")))?;
-        Ok(Arc::new(Machine { sys, platform, claimed: (0..config.cpus).map(|_| AtomicBool::new(false)).collect(), config }))
+        let sys = System::new(
+            platform.clone(),
+            SystemConfig { nodes: config.nodes, movable_percent: config.movable_percent },
+        )
+        .map_err(|e| HostError::Config(format!("boot failed: {e}")))?;
+        Ok(Arc::new(Machine {
+            sys,
+            platform,
+            claimed: (0..config.cpus).map(|_| AtomicBool::new(false)).collect(),
+            config,
+        }))
     }
 
     /// The configuration it booted with.
@@ -78,7 +89,10 @@ impl Machine {
     /// Take CPU `i` for the calling thread. Each CPU has one handle at a
     /// time; dropping it gives the CPU back.
     pub fn cpu(self: &Arc<Self>, i: usize) -> Result<Cpu, HostError> {
-        let flag = self.claimed.get(i).ok_or_else(|| HostError::Config(format!("no CPU {i}: the machine has {}", self.claimed.len())))?;
+        let flag = self
+            .claimed
+            .get(i)
+            .ok_or_else(|| HostError::Config(format!("no CPU {i}: the machine has {}", self.claimed.len())))?;
         if flag.swap(true, Ordering::AcqRel) {
             return Err(HostError::CpuBusy(i));
         }

@@ -41,7 +41,12 @@ fn reads_of_many_pages_share_the_zero_page() {
     assert_eq!(rig.cpu.mincore(p.as_u64(), n * PAGE).unwrap(), vec![1; n as usize]);
     // Only page tables may have been allocated (at most a PTE table, a PMD
     // and a PUD table for 64 pages), never data frames.
-    assert!(free - rig.machine.meminfo().free <= 3, "reads allocated frames: {} -> {}", free, rig.machine.meminfo().free);
+    assert!(
+        free - rig.machine.meminfo().free <= 3,
+        "reads allocated frames: {} -> {}",
+        free,
+        rig.machine.meminfo().free
+    );
 }
 
 #[test]
@@ -70,7 +75,11 @@ fn write_after_read_replaces_the_zero_page() {
     assert_eq!(rig.machine.meminfo().anon, 1);
     assert_eq!(rig.cpu.read_u64(p + 3 * PAGE + 8).unwrap(), 0xdead_beef_cafe_f00d);
     for i in (0..n).filter(|&i| i != 3) {
-        assert_eq!(rig.cpu.sum(p + i * PAGE, PAGE).unwrap(), 0, "page {i} still reads zero (the zero page was not written)");
+        assert_eq!(
+            rig.cpu.sum(p + i * PAGE, PAGE).unwrap(),
+            0,
+            "page {i} still reads zero (the zero page was not written)"
+        );
     }
     // A page mapped for the first time now still reads zero: the write did
     // not land in the shared zero page.

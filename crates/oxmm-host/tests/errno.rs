@@ -48,7 +48,10 @@ fn mmap_sharing_type_is_checked_after_length_and_noreplace() {
     assert_eq!(rig.cpu.mmap(0, 1 << 62, RO, MapFlags::ANONYMOUS), Err(Errno::ENOMEM));
     // kernel: MAP_ANONYMOUS|MAP_FIXED_NOREPLACE (no type) over a mapping -> EEXIST
     let p = rig.map(PAGE, RO);
-    assert_eq!(rig.cpu.mmap(p.as_u64(), PAGE, RO, MapFlags::ANONYMOUS.union(MapFlags::FIXED_NOREPLACE)), Err(Errno::EEXIST));
+    assert_eq!(
+        rig.cpu.mmap(p.as_u64(), PAGE, RO, MapFlags::ANONYMOUS.union(MapFlags::FIXED_NOREPLACE)),
+        Err(Errno::EEXIST)
+    );
 }
 
 #[test]
@@ -94,7 +97,10 @@ fn mmap_fixed_noreplace_over_existing_is_eexist() {
     // kernel: exactly over an existing page -> EEXIST
     assert_eq!(rig.cpu.mmap(p.as_u64(), PAGE, RO, ANON.union(MapFlags::FIXED_NOREPLACE)), Err(Errno::EEXIST));
     // kernel: overlapping only the last page -> EEXIST
-    assert_eq!(rig.cpu.mmap(p.as_u64() + 3 * PAGE, 2 * PAGE, RO, ANON.union(MapFlags::FIXED_NOREPLACE)), Err(Errno::EEXIST));
+    assert_eq!(
+        rig.cpu.mmap(p.as_u64() + 3 * PAGE, 2 * PAGE, RO, ANON.union(MapFlags::FIXED_NOREPLACE)),
+        Err(Errno::EEXIST)
+    );
     assert_eq!(rig.cpu.read_u8(p + 3 * PAGE).unwrap(), 9, "the failed call changed nothing");
     // Into a hole it succeeds at exactly that address.
     rig.cpu.munmap(p.as_u64() + PAGE, PAGE).unwrap();

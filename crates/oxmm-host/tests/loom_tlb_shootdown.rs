@@ -65,7 +65,12 @@ fn window(w: &World, local: &mut OwnerState) {
 #[test]
 fn no_access_after_free() {
     loom::model(|| {
-        let w = Arc::new(World { tlb: CpuTlb::new(), pte: AtomicU64::new(FRAME), freed: AtomicBool::new(false), frame: UnsafeCell::new(1) });
+        let w = Arc::new(World {
+            tlb: CpuTlb::new(),
+            pte: AtomicU64::new(FRAME),
+            freed: AtomicBool::new(false),
+            frame: UnsafeCell::new(1),
+        });
         let w2 = w.clone();
         let owner = thread::spawn(move || {
             let mut local = OwnerState::default();

@@ -126,7 +126,11 @@ fn zero_page_replaced_by_a_write_is_seen_remotely() {
     let remote = rig.stat("nr_tlb_remote_flush");
     rig.cpu.write_u64(p, 0xdead).unwrap();
     assert!(rig.stat("nr_tlb_remote_flush") > remote, "replacing the zero page shot CPU 1 down");
-    assert_eq!(cpu1.run(move |c: &mut Cpu| c.read_u64(p).unwrap()), 0xdead, "CPU 1 sees CPU 0's data, not the zero page");
+    assert_eq!(
+        cpu1.run(move |c: &mut Cpu| c.read_u64(p).unwrap()),
+        0xdead,
+        "CPU 1 sees CPU 0's data, not the zero page"
+    );
     // A write on CPU 1 lands in the same private page.
     cpu1.run(move |c: &mut Cpu| c.write_u64(p + 8, 0xbeef).unwrap());
     assert_eq!(rig.cpu.read_u64(p + 8).unwrap(), 0xbeef);

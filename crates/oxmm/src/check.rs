@@ -116,7 +116,10 @@ impl Walk<'_> {
                                 self.bad(format!("mm {mm}: writable PTE at {va:#x} in VMA with prot {:?}", v.prot));
                             }
                             if raw.is_present() != v.prot.readable() {
-                                self.bad(format!("mm {mm}: PTE {raw:?} at {va:#x} disagrees with VMA prot {:?}", v.prot));
+                                self.bad(format!(
+                                    "mm {mm}: PTE {raw:?} at {va:#x} disagrees with VMA prot {:?}",
+                                    v.prot
+                                ));
                             }
                         }
                     }
@@ -170,7 +173,10 @@ pub fn check(sys: &System) -> Result<CheckSummary, CheckError> {
         if fl & flags::PAGETABLE != 0 {
             tables_flagged += 1;
             if !w.tables.contains(&p) {
-                w.bad(format!("page-table page {pfn:?} (owner mm {}) is not reachable: leaked", f.mapping.load(crate::sync::Ordering::Relaxed)));
+                w.bad(format!(
+                    "page-table page {pfn:?} (owner mm {}) is not reachable: leaked",
+                    f.mapping.load(crate::sync::Ordering::Relaxed)
+                ));
             }
         }
         if fl & flags::ANON != 0 {
@@ -184,7 +190,11 @@ pub fn check(sys: &System) -> Result<CheckSummary, CheckError> {
         }
     }
     if sys.stats.get(Stat::NrPageTables) != tables_flagged as i64 {
-        w.bad(format!("NrPageTables {} but {} frames are page tables", sys.stats.get(Stat::NrPageTables), tables_flagged));
+        w.bad(format!(
+            "NrPageTables {} but {} frames are page tables",
+            sys.stats.get(Stat::NrPageTables),
+            tables_flagged
+        ));
     }
     if sys.stats.get(Stat::NrAnonPages) != anon {
         w.bad(format!("NrAnonPages {} but {} frames are anonymous", sys.stats.get(Stat::NrAnonPages), anon));
@@ -212,4 +222,3 @@ pub fn check(sys: &System) -> Result<CheckSummary, CheckError> {
         Err(CheckError { violations: w.v })
     }
 }
-

@@ -61,7 +61,12 @@ impl System {
             return Err(Errno::EINVAL);
         }
         let cpus = platform.cpus().clamp(1, crate::platform::MAX_CPUS);
-        let phys = PhysMem::new(PhysConfig { frames: nframes, nodes: cfg.nodes.max(1), cpus, movable_percent: cfg.movable_percent });
+        let phys = PhysMem::new(PhysConfig {
+            frames: nframes,
+            nodes: cfg.nodes.max(1),
+            cpus,
+            movable_percent: cfg.movable_percent,
+        });
         let zero = phys.alloc_frame(CpuId(0), Gfp::KERNEL).ok_or(Errno::ENOMEM)?;
         let sys = System {
             platform,

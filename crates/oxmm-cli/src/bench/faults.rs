@@ -143,12 +143,7 @@ impl FaultsArgs {
         let mut shapes = Vec::new();
         for &gb in &self.gb {
             for &threads in &self.threads {
-                shapes.push(Shape {
-                    gb,
-                    reps: self.reps,
-                    threads,
-                    order: self.order,
-                });
+                shapes.push(Shape { gb, reps: self.reps, threads, order: self.order });
             }
         }
         shapes
@@ -347,11 +342,7 @@ pub struct FaultsReport {
 fn middle<K: PartialOrd>(keys: &[K]) -> (usize, usize) {
     assert!(!keys.is_empty(), "median of nothing");
     let mut idx: Vec<usize> = (0..keys.len()).collect();
-    idx.sort_by(|&a, &b| {
-        keys[a]
-            .partial_cmp(&keys[b])
-            .unwrap_or(std::cmp::Ordering::Equal)
-    });
+    idx.sort_by(|&a, &b| keys[a].partial_cmp(&keys[b]).unwrap_or(std::cmp::Ordering::Equal));
     let n = idx.len();
     (idx[(n - 1) / 2], idx[n / 2])
 }
@@ -371,8 +362,7 @@ fn median_u64(values: &[u64]) -> u64 {
 /// (and map/unmap wall), user/system of the median-CPU run(s), counters
 /// each by its own median, rates from those times. Panics on no runs.
 pub fn median_figures(runs: &[Figures], pages: u64) -> Figures {
-    let pick =
-        |f: fn(&Figures) -> Duration| median_duration(&runs.iter().map(f).collect::<Vec<_>>());
+    let pick = |f: fn(&Figures) -> Duration| median_duration(&runs.iter().map(f).collect::<Vec<_>>());
     let cpu: Vec<Duration> = runs.iter().map(|r| r.user + r.system).collect();
     let (a, b) = middle(&cpu);
     let mut names: Vec<&String> = runs.iter().flat_map(|r| r.counters.keys()).collect();
@@ -381,10 +371,7 @@ pub fn median_figures(runs: &[Figures], pages: u64) -> Figures {
     let counters = names
         .into_iter()
         .map(|name| {
-            let values: Vec<u64> = runs
-                .iter()
-                .map(|r| r.counters.get(name).copied().unwrap_or(0))
-                .collect();
+            let values: Vec<u64> = runs.iter().map(|r| r.counters.get(name).copied().unwrap_or(0)).collect();
             (name.clone(), median_u64(&values))
         })
         .collect();
@@ -454,33 +441,20 @@ fn span(phases: impl Iterator<Item = (Instant, Instant)>) -> Duration {
 
 /// Counter deltas `after - before`, by name (a counter absent before
 /// counts from zero).
-fn counter_deltas(
-    before: &[(&'static str, u64)],
-    after: &[(&'static str, u64)],
-) -> BTreeMap<String, u64> {
+fn counter_deltas(before: &[(&'static str, u64)], after: &[(&'static str, u64)]) -> BTreeMap<String, u64> {
     after
         .iter()
         .map(|&(name, a)| {
-            let b = before
-                .iter()
-                .find(|(n, _)| *n == name)
-                .map_or(0, |&(_, v)| v);
+            let b = before.iter().find(|(n, _)| *n == name).map_or(0, |&(_, v)| v);
             (name.to_string(), a.saturating_sub(b))
         })
         .collect()
 }
 
 /// One run's figures from every worker's reps (`per_thread[t][rep]`).
-pub fn aggregate_run(
-    per_thread: &[Vec<RepTimes>],
-    pages: u64,
-    counters: BTreeMap<String, u64>,
-) -> Figures {
+pub fn aggregate_run(per_thread: &[Vec<RepTimes>], pages: u64, counters: BTreeMap<String, u64>) -> Figures {
     let reps = per_thread.iter().map(Vec::len).max().unwrap_or(0);
-    let mut f = Figures {
-        counters,
-        ..Figures::default()
-    };
+    let mut f = Figures { counters, ..Figures::default() };
     for rep in 0..reps {
         let this = || per_thread.iter().filter_map(move |t| t.get(rep));
         f.map_wall += span(this().map(|r| r.map));
@@ -534,20 +508,11 @@ impl Plan {
         let total = (shape.gb * GIB).round() as u64;
         let pages = total / shape.threads as u64 / page_size;
         if pages == 0 {
-            bail!(
-                "{} GiB over {} threads is less than a page ({page_size} B) per thread",
-                shape.gb,
-                shape.threads
-            );
+            bail!("{} GiB over {} threads is less than a page ({page_size} B) per thread", shape.gb, shape.threads);
         }
-        let pages_per_thread = u32::try_from(pages)
-            .map_err(|_| anyhow!("{pages} pages per thread: too many to order"))?;
-        Ok(Plan {
-            shape,
-            page_size,
-            bytes_per_thread: pages * page_size,
-            pages_per_thread,
-        })
+        let pages_per_thread =
+            u32::try_from(pages).map_err(|_| anyhow!("{pages} pages per thread: too many to order"))?;
+        Ok(Plan { shape, page_size, bytes_per_thread: pages * page_size, pages_per_thread })
     }
 
     fn pages_touched(&self) -> u64 {
@@ -581,15 +546,7 @@ struct Aborted;
 
 impl Gate {
     fn new(size: usize) -> Gate {
-        Gate {
-            size,
-            state: Mutex::new(GateState {
-                arrived: 0,
-                generation: 0,
-                aborted: false,
-            }),
-            cv: Condvar::new(),
-        }
+        Gate { size, state: Mutex::new(GateState { arrived: 0, generation: 0, aborted: false }), cv: Condvar::new() }
     }
 
     fn wait(&self) -> Result<(), Aborted> {
@@ -616,10 +573,7 @@ impl Gate {
     }
 
     fn abort(&self) {
-        self.state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .aborted = true;
+        self.state.lock().unwrap_or_else(PoisonError::into_inner).aborted = true;
         self.cv.notify_all();
     }
 }
@@ -652,9 +606,7 @@ fn worker<T: FaultTarget>(
     gate: &Gate,
     progress: &ProgressBar,
 ) -> Result<Vec<RepTimes>, Stop> {
-    let mut thread = target
-        .thread(index)
-        .with_context(|| format!("{}: setting up thread {index}", target.name()))?;
+    let mut thread = target.thread(index).with_context(|| format!("{}: setting up thread {index}", target.name()))?;
     let order = plan.order(index, run);
     let len = plan.bytes_per_thread;
     let mut reps = Vec::with_capacity(plan.shape.reps as usize);
@@ -679,12 +631,7 @@ fn worker<T: FaultTarget>(
         let unmap_end = Instant::now();
         let (touch, usage) = touched?;
         unmapped?;
-        reps.push(RepTimes {
-            map: (map_start, map_end),
-            touch,
-            usage,
-            unmap: (unmap_start, unmap_end),
-        });
+        reps.push(RepTimes { map: (map_start, map_end), touch, usage, unmap: (unmap_start, unmap_end) });
         if index == 0 {
             progress.inc(1);
         }
@@ -693,12 +640,7 @@ fn worker<T: FaultTarget>(
 }
 
 /// One run of `plan` on `target`: N workers, `reps` reps.
-fn measure_run<T: FaultTarget>(
-    target: &T,
-    plan: &Plan,
-    run: u32,
-    progress: &ProgressBar,
-) -> anyhow::Result<Figures> {
+fn measure_run<T: FaultTarget>(target: &T, plan: &Plan, run: u32, progress: &ProgressBar) -> anyhow::Result<Figures> {
     let n = plan.shape.threads;
     let gate = Gate::new(n);
     let before = target.counters();
@@ -706,40 +648,26 @@ fn measure_run<T: FaultTarget>(
         let mut handles = Vec::with_capacity(n);
         for index in 0..n {
             let (gate, plan) = (&gate, plan);
-            let spawned = thread::Builder::new()
-                .name(format!("faults-{index}"))
-                .spawn_scoped(s, move || {
-                    let out = catch_unwind(AssertUnwindSafe(|| {
-                        worker(target, plan, run, index, gate, progress)
-                    }))
-                    .unwrap_or_else(|_| {
-                        Err(Stop::Failed(anyhow!(
-                            "{}: thread {index} panicked",
-                            target.name()
-                        )))
-                    });
-                    if out.is_err() {
-                        gate.abort();
-                    }
-                    out
-                });
+            let spawned = thread::Builder::new().name(format!("faults-{index}")).spawn_scoped(s, move || {
+                let out = catch_unwind(AssertUnwindSafe(|| worker(target, plan, run, index, gate, progress)))
+                    .unwrap_or_else(|_| Err(Stop::Failed(anyhow!("{}: thread {index} panicked", target.name()))));
+                if out.is_err() {
+                    gate.abort();
+                }
+                out
+            });
             match spawned {
                 Ok(h) => handles.push(h),
                 Err(e) => {
                     gate.abort();
                     handles.clear(); // joined by the scope
-                    return vec![Err(Stop::Failed(
-                        anyhow::Error::new(e).context("spawning a worker thread"),
-                    ))];
+                    return vec![Err(Stop::Failed(anyhow::Error::new(e).context("spawning a worker thread")))];
                 }
             }
         }
         handles
             .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(Stop::Failed(anyhow!("worker thread panicked"))))
-            })
+            .map(|h| h.join().unwrap_or_else(|_| Err(Stop::Failed(anyhow!("worker thread panicked")))))
             .collect()
     });
     let after = target.counters();
@@ -755,11 +683,7 @@ fn measure_run<T: FaultTarget>(
     if aborted {
         bail!("{}: run aborted", target.name());
     }
-    Ok(aggregate_run(
-        &per_thread,
-        plan.pages_touched(),
-        counter_deltas(&before, &after),
-    ))
+    Ok(aggregate_run(&per_thread, plan.pages_touched(), counter_deltas(&before, &after)))
 }
 
 fn progress_bar(args: &FaultsArgs, total: u64) -> ProgressBar {
@@ -767,9 +691,7 @@ fn progress_bar(args: &FaultsArgs, total: u64) -> ProgressBar {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::new(total);
-    if let Ok(style) =
-        ProgressStyle::with_template("{spinner} {msg:32} [{bar:30}] {pos}/{len} reps, eta {eta}")
-    {
+    if let Ok(style) = ProgressStyle::with_template("{spinner} {msg:32} [{bar:30}] {pos}/{len} reps, eta {eta}") {
         bar.set_style(style.progress_chars("=> "));
     }
     bar.enable_steady_tick(Duration::from_millis(200));
@@ -809,13 +731,7 @@ pub fn run_faults<A: FaultTarget, B: FaultTarget>(
         let plan_b = Plan::new(shape, kernel.page_size())?;
         let (mut runs_a, mut runs_b) = (Vec::new(), Vec::new());
         for run in 0..args.runs {
-            let label = format!(
-                "{} GiB, {} thr, run {}/{}",
-                shape.gb,
-                shape.threads,
-                run + 1,
-                args.runs
-            );
+            let label = format!("{} GiB, {} thr, run {}/{}", shape.gb, shape.threads, run + 1, args.runs);
             progress.set_message(format!("{} {label}", oxmm.name()));
             runs_a.push(measure_run(oxmm, &plan_a, run, &progress)?);
             progress.set_message(format!("{} {label}", kernel.name()));
@@ -834,9 +750,7 @@ pub fn run_faults<A: FaultTarget, B: FaultTarget>(
             runs: args.runs,
             order: args.order,
             host_cpus: thread::available_parallelism().map_or(1, |n| n.get()),
-            host_kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
-                .ok()
-                .map(|s| s.trim().to_string()),
+            host_kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease").ok().map(|s| s.trim().to_string()),
         },
         targets: vec![oxmm.name().to_string(), kernel.name().to_string()],
         ratios: ratios(&rows_a, &rows_b),
@@ -864,10 +778,7 @@ pub struct Column<R> {
 
 impl<R> Column<R> {
     fn new(header: impl Into<String>, cell: impl Fn(&R) -> String + 'static) -> Self {
-        Column {
-            header: header.into(),
-            cell: Box::new(cell),
-        }
+        Column { header: header.into(), cell: Box::new(cell) }
     }
 }
 
@@ -905,10 +816,7 @@ fn target_columns(counters: &[String]) -> Vec<Column<Row>> {
     for name in counters {
         let key = name.clone();
         cols.push(Column::new(name.clone(), move |r: &Row| {
-            r.median
-                .counters
-                .get(&key)
-                .map_or_else(|| "-".into(), u64::to_string)
+            r.median.counters.get(&key).map_or_else(|| "-".into(), u64::to_string)
         }));
     }
     cols
@@ -925,26 +833,14 @@ fn ratio_columns() -> Vec<Column<Ratio>> {
 
 /// Right-aligned columns, two spaces apart.
 fn render<R>(out: &mut String, cols: &[Column<R>], rows: &[&R]) {
-    let cells: Vec<Vec<String>> = rows
-        .iter()
-        .map(|r| cols.iter().map(|c| (c.cell)(r)).collect())
-        .collect();
+    let cells: Vec<Vec<String>> = rows.iter().map(|r| cols.iter().map(|c| (c.cell)(r)).collect()).collect();
     let widths: Vec<usize> = cols
         .iter()
         .enumerate()
-        .map(|(i, c)| {
-            cells
-                .iter()
-                .map(|r| r[i].len())
-                .fold(c.header.len(), usize::max)
-        })
+        .map(|(i, c)| cells.iter().map(|r| r[i].len()).fold(c.header.len(), usize::max))
         .collect();
     let mut line = |fields: Vec<&str>| {
-        let text: Vec<String> = fields
-            .iter()
-            .zip(&widths)
-            .map(|(f, w)| format!("{f:>w$}"))
-            .collect();
+        let text: Vec<String> = fields.iter().zip(&widths).map(|(f, w)| format!("{f:>w$}")).collect();
         let _ = writeln!(out, "{}", text.join("  "));
     };
     line(cols.iter().map(|c| c.header.as_str()).collect());
@@ -969,17 +865,11 @@ pub fn render_table(report: &FaultsReport) -> String {
         c.runs,
         if c.runs == 1 { "" } else { "s" },
         c.host_cpus,
-        c.host_kernel
-            .as_deref()
-            .map(|k| format!(", Linux {k}"))
-            .unwrap_or_default(),
+        c.host_kernel.as_deref().map(|k| format!(", Linux {k}")).unwrap_or_default(),
     );
     for target in &report.targets {
         let rows: Vec<&Row> = report.rows.iter().filter(|r| &r.target == target).collect();
-        let mut counters: Vec<String> = rows
-            .iter()
-            .flat_map(|r| r.median.counters.keys().cloned())
-            .collect();
+        let mut counters: Vec<String> = rows.iter().flat_map(|r| r.median.counters.keys().cloned()).collect();
         counters.sort();
         counters.dedup();
         let page = rows.first().map_or(0, |r| r.page_size);
@@ -987,11 +877,7 @@ pub fn render_table(report: &FaultsReport) -> String {
         render(&mut out, &target_columns(&counters), &rows);
     }
     if let Some(first) = report.ratios.first() {
-        let _ = writeln!(
-            out,
-            "\nratio {}/{} (> 1: {} faster)",
-            first.target, first.baseline, first.target
-        );
+        let _ = writeln!(out, "\nratio {}/{} (> 1: {} faster)", first.target, first.baseline, first.target);
         let ratios: Vec<&Ratio> = report.ratios.iter().collect();
         render(&mut out, &ratio_columns(), &ratios);
     }
@@ -1011,21 +897,11 @@ mod tests {
     }
 
     fn fig(user: u64, system: u64, wall: u64) -> Figures {
-        Figures {
-            user: ms(user),
-            system: ms(system),
-            wall: ms(wall),
-            ..Figures::default()
-        }
+        Figures { user: ms(user), system: ms(system), wall: ms(wall), ..Figures::default() }
     }
 
     fn shape(threads: usize) -> Shape {
-        Shape {
-            gb: 0.5,
-            reps: 3,
-            threads,
-            order: Order::Seq,
-        }
+        Shape { gb: 0.5, reps: 3, threads, order: Order::Seq }
     }
 
     fn row_of(target: &str, threads: usize, median: Figures) -> Row {
@@ -1043,10 +919,7 @@ mod tests {
     #[test]
     fn median_odd_and_even() {
         assert_eq!(median_duration(&[ms(5), ms(1), ms(3)]), ms(3));
-        assert_eq!(
-            median_duration(&[ms(4), ms(1), ms(3), ms(10)]),
-            ms(3) + ms(1) / 2
-        );
+        assert_eq!(median_duration(&[ms(4), ms(1), ms(3), ms(10)]), ms(3) + ms(1) / 2);
         assert_eq!(median_duration(&[ms(7)]), ms(7));
         assert_eq!(median_u64(&[3, 1, 2]), 2);
         assert_eq!(median_u64(&[1, 2]), 1);
@@ -1072,17 +945,9 @@ mod tests {
 
     #[test]
     fn median_row_even_runs_averages_middle_pair() {
-        let runs = vec![
-            fig(1, 9, 10),
-            fig(3, 27, 30),
-            fig(2, 18, 20),
-            fig(4, 36, 40),
-        ];
+        let runs = vec![fig(1, 9, 10), fig(3, 27, 30), fig(2, 18, 20), fig(4, 36, 40)];
         let m = median_figures(&runs, 100);
-        assert_eq!(
-            (m.user, m.system, m.wall),
-            (ms(2) + ms(1) / 2, ms(22) + ms(1) / 2, ms(25))
-        );
+        assert_eq!((m.user, m.system, m.wall), (ms(2) + ms(1) / 2, ms(22) + ms(1) / 2, ms(25)));
     }
 
     #[test]
@@ -1115,10 +980,7 @@ mod tests {
         ];
         let r = ratios(&a, &b);
         assert_eq!(r.len(), 2);
-        assert_eq!(
-            (r[0].target.as_str(), r[0].baseline.as_str()),
-            ("oxmm", "kernel")
-        );
+        assert_eq!((r[0].target.as_str(), r[0].baseline.as_str()), ("oxmm", "kernel"));
         assert_eq!(r[0].shape.threads, 1);
         assert_eq!(r[0].flt_per_cpu_s, Some(4.0));
         assert_eq!(r[0].fault_per_wsec, Some(4.0));
@@ -1132,17 +994,8 @@ mod tests {
     fn aggregate_sums_reps_and_spans_threads() {
         let t0 = Instant::now();
         let at = |a: u64, b: u64| (t0 + ms(a), t0 + ms(b));
-        let usage = |u: u64, s: u64| Rusage {
-            user: ms(u),
-            system: ms(s),
-            ..Rusage::default()
-        };
-        let rep = |touch, u, s| RepTimes {
-            map: at(0, 1),
-            touch,
-            usage: usage(u, s),
-            unmap: at(100, 103),
-        };
+        let usage = |u: u64, s: u64| Rusage { user: ms(u), system: ms(s), ..Rusage::default() };
+        let rep = |touch, u, s| RepTimes { map: at(0, 1), touch, usage: usage(u, s), unmap: at(100, 103) };
         // Two threads, two reps; rep walls are 10..40 and 5..25 ms.
         let per_thread = vec![
             vec![rep(at(10, 30), 1, 19), rep(at(5, 25), 0, 20)],
@@ -1166,34 +1019,18 @@ mod tests {
         let d = counter_deltas(&[("a", 5), ("b", 9)], &[("b", 12), ("a", 7), ("c", 1)]);
         assert_eq!(
             d.into_iter().collect::<Vec<_>>(),
-            [
-                ("a".to_string(), 2),
-                ("b".to_string(), 3),
-                ("c".to_string(), 1)
-            ]
+            [("a".to_string(), 2), ("b".to_string(), 3), ("c".to_string(), 1)]
         );
     }
 
     #[test]
     fn plan_splits_into_whole_pages() {
-        let p = Plan::new(
-            Shape {
-                gb: 0.25,
-                reps: 3,
-                threads: 3,
-                order: Order::Seq,
-            },
-            4096,
-        )
-        .unwrap();
+        let p = Plan::new(Shape { gb: 0.25, reps: 3, threads: 3, order: Order::Seq }, 4096).unwrap();
         assert_eq!(p.pages_per_thread, 65536 / 3);
         assert_eq!(p.bytes_per_thread, 21845 * 4096);
         assert_eq!(p.pages_touched(), 21845 * 3 * 3);
         assert!(p.order(0, 0).is_empty());
-        let tiny = Shape {
-            gb: 1e-9,
-            ..shape(1)
-        };
+        let tiny = Shape { gb: 1e-9, ..shape(1) };
         assert!(Plan::new(tiny, 4096).is_err());
     }
 
@@ -1233,17 +1070,8 @@ mod tests {
             #[command(flatten)]
             args: FaultsArgs,
         }
-        let cli = Cli::try_parse_from([
-            "x",
-            "--gb",
-            "0.25,4",
-            "--threads",
-            "1,2,4",
-            "--order",
-            "random",
-            "--json",
-        ])
-        .unwrap();
+        let cli =
+            Cli::try_parse_from(["x", "--gb", "0.25,4", "--threads", "1,2,4", "--order", "random", "--json"]).unwrap();
         assert_eq!(cli.args.gb, [0.25, 4.0]);
         assert_eq!(cli.args.threads, [1, 2, 4]);
         assert_eq!((cli.args.reps, cli.args.runs), (3, 5));
@@ -1281,15 +1109,7 @@ mod tests {
         assert_eq!(v["config"]["order"], "seq");
         assert_eq!(v["targets"], serde_json::json!(["oxmm", "kernel"]));
         let row = &v["rows"][0];
-        for key in [
-            "target",
-            "gb",
-            "reps",
-            "threads",
-            "order",
-            "page_size",
-            "pages_touched",
-        ] {
+        for key in ["target", "gb", "reps", "threads", "order", "page_size", "pages_touched"] {
             assert!(!row[key].is_null(), "row lacks {key}");
         }
         let m = &row["median"];
@@ -1313,18 +1133,9 @@ mod tests {
         let lines: Vec<String> = t.lines().map(words).collect();
         let has = |l: &str| lines.iter().any(|x| x == l);
         assert!(has("oxmm (4096-byte pages)"), "{t}");
-        assert!(
-            has("Gb Rep Threads User System Wall flt/cpu/s fault/wsec unmap minflt"),
-            "{t}"
-        );
-        assert!(
-            has("0.5 3 1 0.047s 2.163s 2.212s 88962.896 88882.459 0.000s 196610"),
-            "{t}"
-        );
-        assert!(
-            has("Gb Rep Threads User System Wall flt/cpu/s fault/wsec unmap"),
-            "{t}"
-        );
+        assert!(has("Gb Rep Threads User System Wall flt/cpu/s fault/wsec unmap minflt"), "{t}");
+        assert!(has("0.5 3 1 0.047s 2.163s 2.212s 88962.896 88882.459 0.000s 196610"), "{t}");
+        assert!(has("Gb Rep Threads User System Wall flt/cpu/s fault/wsec unmap"), "{t}");
         assert!(has("ratio oxmm/kernel (> 1: oxmm faster)"), "{t}");
         assert!(has("0.5 3 1 0.914 0.904"), "{t}");
         // Columns are right-aligned: every line of a table is equally wide.
@@ -1347,12 +1158,7 @@ mod tests {
 
     impl Fake {
         fn new(fail_thread: Option<usize>, panic: bool) -> Fake {
-            Fake {
-                fail_thread,
-                panic,
-                touched: 0.into(),
-                unmapped: 0.into(),
-            }
+            Fake { fail_thread, panic, touched: 0.into(), unmapped: 0.into() }
         }
     }
 
@@ -1362,10 +1168,7 @@ mod tests {
             "fake"
         }
         fn thread(&self, index: usize) -> anyhow::Result<FakeThread<'_>> {
-            Ok(FakeThread {
-                target: self,
-                index,
-            })
+            Ok(FakeThread { target: self, index })
         }
         fn counters(&self) -> Vec<(&'static str, u64)> {
             use std::sync::atomic::Ordering::Relaxed;
@@ -1385,18 +1188,12 @@ mod tests {
                 }
                 bail!("fake failure");
             }
-            let pages = if order.is_empty() {
-                len / 4096
-            } else {
-                order.len() as u64
-            };
+            let pages = if order.is_empty() { len / 4096 } else { order.len() as u64 };
             self.target.touched.fetch_add(pages, Relaxed);
             Ok(())
         }
         fn unmap(&mut self, _addr: u64, _len: u64) -> anyhow::Result<()> {
-            self.target
-                .unmapped
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.target.unmapped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             Ok(())
         }
     }
@@ -1442,10 +1239,7 @@ mod tests {
             let (a, b) = (Fake::new(Some(1), panic), Fake::new(None, false));
             let err = run_faults(&args, &a, &b, &mut Vec::new()).unwrap_err();
             let msg = format!("{err:#}");
-            assert!(
-                msg.contains(if panic { "panicked" } else { "fake failure" }),
-                "{msg}"
-            );
+            assert!(msg.contains(if panic { "panicked" } else { "fake failure" }), "{msg}");
             // Every mapping was unmapped, the failed thread's included
             // (unless it panicked: then its thread state's drop must do it).
             assert_eq!(a.unmapped.into_inner(), if panic { 2 } else { 3 });

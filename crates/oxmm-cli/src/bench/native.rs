@@ -35,10 +35,7 @@ impl NativeTarget {
     /// The kernel target under another name (e.g. to put it in both slots
     /// of the harness).
     pub fn named(name: impl Into<String>) -> Self {
-        NativeTarget {
-            name: name.into(),
-            faults: NativeFaults::new(),
-        }
+        NativeTarget { name: name.into(), faults: NativeFaults::new() }
     }
 }
 
@@ -54,10 +51,7 @@ impl FaultTarget for NativeTarget {
     }
 
     fn thread(&self, _index: usize) -> anyhow::Result<NativeThread> {
-        Ok(NativeThread {
-            faults: self.faults,
-            live: Vec::new(),
-        })
+        Ok(NativeThread { faults: self.faults, live: Vec::new() })
     }
 
     /// `minflt`: the process's minor faults (`getrusage(RUSAGE_SELF)`), so
@@ -79,19 +73,13 @@ pub struct NativeThread {
 
 impl NativeThread {
     fn find(&self, addr: u64) -> anyhow::Result<usize> {
-        self.live
-            .iter()
-            .position(|m| m.addr() == addr)
-            .ok_or_else(|| anyhow!("no native mapping at {addr:#x}"))
+        self.live.iter().position(|m| m.addr() == addr).ok_or_else(|| anyhow!("no native mapping at {addr:#x}"))
     }
 }
 
 impl FaultThread for NativeThread {
     fn map(&mut self, len: u64) -> anyhow::Result<u64> {
-        let mapping = self
-            .faults
-            .map(len)
-            .with_context(|| format!("mmap of {len} bytes"))?;
+        let mapping = self.faults.map(len).with_context(|| format!("mmap of {len} bytes"))?;
         let addr = mapping.addr();
         self.live.push(mapping);
         Ok(addr)
@@ -101,28 +89,17 @@ impl FaultThread for NativeThread {
         let i = self.find(addr)?;
         let mapping = &mut self.live[i];
         if mapping.len() != len {
-            bail!(
-                "touch of {len} bytes at {addr:#x}, but the mapping there has {}",
-                mapping.len()
-            );
+            bail!("touch of {len} bytes at {addr:#x}, but the mapping there has {}", mapping.len());
         }
-        mapping
-            .touch_pages(order)
-            .with_context(|| format!("touching {len} bytes at {addr:#x}"))
+        mapping.touch_pages(order).with_context(|| format!("touching {len} bytes at {addr:#x}"))
     }
 
     fn unmap(&mut self, addr: u64, len: u64) -> anyhow::Result<()> {
         let i = self.find(addr)?;
         if self.live[i].len() != len {
-            bail!(
-                "unmap of {len} bytes at {addr:#x}, but the mapping there has {}",
-                self.live[i].len()
-            );
+            bail!("unmap of {len} bytes at {addr:#x}, but the mapping there has {}", self.live[i].len());
         }
-        self.live
-            .swap_remove(i)
-            .unmap()
-            .with_context(|| format!("munmap of {len} bytes at {addr:#x}"))
+        self.live.swap_remove(i).unmap().with_context(|| format!("munmap of {len} bytes at {addr:#x}"))
     }
 }
 

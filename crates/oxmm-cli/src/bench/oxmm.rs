@@ -63,14 +63,19 @@ pub struct OxmmThread {
 
 impl FaultThread for OxmmThread {
     fn map(&mut self, len: u64) -> anyhow::Result<u64> {
-        let va = self.cpu.mmap(0, len, Prot::RW, MapFlags::PRIVATE.union(MapFlags::ANONYMOUS)).map_err(|e| anyhow!("mmap({len}): {e}"))?;
+        let va = self
+            .cpu
+            .mmap(0, len, Prot::RW, MapFlags::PRIVATE.union(MapFlags::ANONYMOUS))
+            .map_err(|e| anyhow!("mmap({len}): {e}"))?;
         Ok(va.as_u64())
     }
 
     fn touch_pages(&mut self, addr: u64, len: u64, order: &[u32]) -> anyhow::Result<()> {
         let pages = len.div_ceil(4096);
         let mut touch = |i: u64| {
-            self.cpu.write_u8(VirtAddr::new_truncate(addr + i * 4096), 1).map_err(|f| anyhow!("write fault {:?} at {:#x}", f.kind, f.addr.as_u64()))
+            self.cpu
+                .write_u8(VirtAddr::new_truncate(addr + i * 4096), 1)
+                .map_err(|f| anyhow!("write fault {:?} at {:#x}", f.kind, f.addr.as_u64()))
         };
         if order.is_empty() {
             for i in 0..pages {

@@ -19,11 +19,7 @@ use run::{run_script, Backend, RunError};
 /// Parses `src` and runs it on `backend`, printing to `out`. Relative
 /// `file=` paths are used as they are (relative to the current directory).
 #[allow(dead_code)] // for embedders and tests; `oxmm run` goes through `run_file`
-pub fn run_with<B: Backend>(
-    src: &str,
-    backend: &mut B,
-    out: &mut impl Write,
-) -> Result<(), RunError> {
+pub fn run_with<B: Backend>(src: &str, backend: &mut B, out: &mut impl Write) -> Result<(), RunError> {
     let lines = parse(src)?;
     run_script(&lines, backend, out)
 }
@@ -45,14 +41,9 @@ pub fn resolve_files(lines: &mut [Line], dir: &Path) {
 /// script that cannot be run; 1 if the backend broke or the output cannot
 /// be written). `Err` only if the script cannot be read. Relative `file=`
 /// paths are taken relative to the script's directory.
-pub fn run_file<B: Backend>(
-    path: &Path,
-    backend: &mut B,
-    out: &mut impl Write,
-) -> anyhow::Result<i32> {
+pub fn run_file<B: Backend>(path: &Path, backend: &mut B, out: &mut impl Write) -> anyhow::Result<i32> {
     use anyhow::Context;
-    let src = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read `{}`", path.display()))?;
+    let src = std::fs::read_to_string(path).with_context(|| format!("cannot read `{}`", path.display()))?;
     let result = parse(&src).map_err(RunError::from).and_then(|mut lines| {
         resolve_files(&mut lines, path.parent().unwrap_or(Path::new(".")));
         run_script(&lines, backend, out)

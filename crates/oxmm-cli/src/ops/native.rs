@@ -16,9 +16,7 @@ pub struct Native;
 fn sys(e: NativeError) -> SysError {
     match e {
         NativeError::Errno(e) => SysError::Errno(e),
-        NativeError::Fault(f) => {
-            SysError::Backend(BackendError(format!("unexpected fault in a call: {f:?}")))
-        }
+        NativeError::Fault(f) => SysError::Backend(BackendError(format!("unexpected fault in a call: {f:?}"))),
         NativeError::Broken(msg) => SysError::Backend(BackendError(msg)),
     }
 }
@@ -32,9 +30,7 @@ fn access(e: NativeError) -> AccessError {
             },
             addr: f.addr,
         }),
-        NativeError::Errno(e) => {
-            AccessError::Backend(BackendError(format!("unexpected errno in an access: {e}")))
-        }
+        NativeError::Errno(e) => AccessError::Backend(BackendError(format!("unexpected errno in an access: {e}"))),
         NativeError::Broken(msg) => AccessError::Backend(BackendError(msg)),
     }
 }
@@ -61,43 +57,19 @@ impl Backend for Native {
         p.munmap(addr, len).map_err(sys)
     }
 
-    fn mprotect(
-        &mut self,
-        p: &mut NativeProc,
-        addr: u64,
-        len: u64,
-        prot: Prot,
-    ) -> Result<(), SysError> {
+    fn mprotect(&mut self, p: &mut NativeProc, addr: u64, len: u64, prot: Prot) -> Result<(), SysError> {
         p.mprotect(addr, len, prot.0).map_err(sys)
     }
 
-    fn madvise(
-        &mut self,
-        p: &mut NativeProc,
-        addr: u64,
-        len: u64,
-        advice: Advice,
-    ) -> Result<(), SysError> {
+    fn madvise(&mut self, p: &mut NativeProc, addr: u64, len: u64, advice: Advice) -> Result<(), SysError> {
         p.madvise(addr, len, advice as u32).map_err(sys)
     }
 
-    fn touch(
-        &mut self,
-        p: &mut NativeProc,
-        addr: u64,
-        len: u64,
-        write: bool,
-    ) -> Result<(), AccessError> {
+    fn touch(&mut self, p: &mut NativeProc, addr: u64, len: u64, write: bool) -> Result<(), AccessError> {
         p.touch(addr, len, write).map_err(access)
     }
 
-    fn fill(
-        &mut self,
-        p: &mut NativeProc,
-        addr: u64,
-        len: u64,
-        byte: u8,
-    ) -> Result<(), AccessError> {
+    fn fill(&mut self, p: &mut NativeProc, addr: u64, len: u64, byte: u8) -> Result<(), AccessError> {
         p.fill(addr, len, byte).map_err(access)
     }
 
@@ -105,13 +77,7 @@ impl Backend for Native {
         p.sum(addr, len).map_err(access)
     }
 
-    fn mremap(
-        &mut self,
-        p: &mut NativeProc,
-        addr: u64,
-        old: u64,
-        new: u64,
-    ) -> Result<u64, SysError> {
+    fn mremap(&mut self, p: &mut NativeProc, addr: u64, old: u64, new: u64) -> Result<u64, SysError> {
         p.mremap(addr, old, new).map_err(sys)
     }
 
@@ -125,12 +91,7 @@ impl Backend for Native {
 
     fn stat(&mut self, p: &mut NativeProc) -> Result<Rss, SysError> {
         let r = p.stat().map_err(sys)?;
-        Ok(Rss {
-            anon: r.anon,
-            file: r.file,
-            shmem: r.shmem,
-            swap: r.swap,
-        })
+        Ok(Rss { anon: r.anon, file: r.file, shmem: r.shmem, swap: r.swap })
     }
 
     fn mincore(&mut self, p: &mut NativeProc, addr: u64, len: u64) -> Result<u64, SysError> {

@@ -60,7 +60,14 @@ impl Backend for OxmmBackend {
         self.machine.new_process(&self.cpu).map_err(|e| BackendError(format!("cannot create a process: {e}")))
     }
 
-    fn mmap(&mut self, p: &mut Process, len: u64, prot: Prot, shared: bool, file: Option<(&Path, u64)>) -> Result<u64, SysError> {
+    fn mmap(
+        &mut self,
+        p: &mut Process,
+        len: u64,
+        prot: Prot,
+        shared: bool,
+        file: Option<(&Path, u64)>,
+    ) -> Result<u64, SysError> {
         if shared {
             return Err(not_yet("a `shared` mapping").into());
         }

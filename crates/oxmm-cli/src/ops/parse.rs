@@ -201,17 +201,10 @@ fn parse_line(text: &str) -> Result<Option<Op>, String> {
         ));
     }
     let range = || -> Result<Range, String> {
-        Ok(Range {
-            proc: name(args[0])?,
-            region: name(args[1])?,
-            off: number(args[2])?,
-            size: number(args[3])?,
-        })
+        Ok(Range { proc: name(args[0])?, region: name(args[1])?, off: number(args[2])?, size: number(args[3])? })
     };
     let op = match keyword {
-        "proc" => Op::Proc {
-            proc: name(args[0])?,
-        },
+        "proc" => Op::Proc { proc: name(args[0])? },
         "map" => Op::Map {
             proc: name(args[0])?,
             region: name(args[1])?,
@@ -226,21 +219,10 @@ fn parse_line(text: &str) -> Result<Option<Op>, String> {
         "touch" => Op::Touch(range()?, access(args[4])?),
         "fill" => Op::Fill(range()?, byte(args[4])?),
         "sum" => Op::Sum(range()?),
-        "remap" => Op::Remap {
-            proc: name(args[0])?,
-            region: name(args[1])?,
-            new_size: number(args[2])?,
-        },
-        "fork" => Op::Fork {
-            parent: name(args[0])?,
-            child: name(args[1])?,
-        },
-        "exit" => Op::Exit {
-            proc: name(args[0])?,
-        },
-        "stat" => Op::Stat {
-            proc: name(args[0])?,
-        },
+        "remap" => Op::Remap { proc: name(args[0])?, region: name(args[1])?, new_size: number(args[2])? },
+        "fork" => Op::Fork { parent: name(args[0])?, child: name(args[1])? },
+        "exit" => Op::Exit { proc: name(args[0])? },
+        "stat" => Op::Stat { proc: name(args[0])? },
         "mincore" => Op::Mincore(range()?),
         _ => return Err(format!("unknown operation `{keyword}`")),
     };
@@ -342,10 +324,7 @@ fn file_arg(tok: &str) -> Result<FileArg, String> {
     if path.is_empty() {
         return Err(format!("empty path in `{tok}`"));
     }
-    Ok(FileArg {
-        path: PathBuf::from(path),
-        offset,
-    })
+    Ok(FileArg { path: PathBuf::from(path), offset })
 }
 
 impl fmt::Display for Access {
@@ -373,12 +352,7 @@ mod tests {
     }
 
     fn r(off: u64, size: u64) -> Range {
-        Range {
-            proc: "A".into(),
-            region: "x".into(),
-            off,
-            size,
-        }
+        Range { proc: "A".into(), region: "x".into(), off, size }
     }
 
     #[test]
@@ -386,14 +360,7 @@ mod tests {
         assert_eq!(one("proc A"), Op::Proc { proc: "A".into() });
         assert_eq!(
             one("map A x 64K rw private"),
-            Op::Map {
-                proc: "A".into(),
-                region: "x".into(),
-                size: 65536,
-                prot: Prot::RW,
-                shared: false,
-                file: None
-            }
+            Op::Map { proc: "A".into(), region: "x".into(), size: 65536, prot: Prot::RW, shared: false, file: None }
         );
         assert_eq!(
             one("map A x 1M rx shared file=/tmp/f@0x2000"),
@@ -403,80 +370,32 @@ mod tests {
                 size: 1 << 20,
                 prot: Prot(5),
                 shared: true,
-                file: Some(FileArg {
-                    path: "/tmp/f".into(),
-                    offset: 0x2000
-                })
+                file: Some(FileArg { path: "/tmp/f".into(), offset: 0x2000 })
             }
         );
         match one("map A x 4K none private file=a@b@4K") {
-            Op::Map {
-                file: Some(f),
-                prot,
-                ..
-            } => {
-                assert_eq!(
-                    f,
-                    FileArg {
-                        path: "a@b".into(),
-                        offset: 4096
-                    }
-                );
+            Op::Map { file: Some(f), prot, .. } => {
+                assert_eq!(f, FileArg { path: "a@b".into(), offset: 4096 });
                 assert_eq!(prot, Prot::NONE);
             }
             other => panic!("{other:?}"),
         }
         match one("map A x 4K rwx private file=data.bin") {
-            Op::Map {
-                file: Some(f),
-                prot,
-                ..
-            } => {
-                assert_eq!(
-                    f,
-                    FileArg {
-                        path: "data.bin".into(),
-                        offset: 0
-                    }
-                );
+            Op::Map { file: Some(f), prot, .. } => {
+                assert_eq!(f, FileArg { path: "data.bin".into(), offset: 0 });
                 assert_eq!(prot, Prot(7));
             }
             other => panic!("{other:?}"),
         }
         assert_eq!(one("unmap A x 4K 8K"), Op::Unmap(r(4096, 8192)));
-        assert_eq!(
-            one("protect A x 0 4K r"),
-            Op::Protect(r(0, 4096), Prot::READ)
-        );
-        assert_eq!(
-            one("advise A x 0 4K dontneed"),
-            Op::Advise(r(0, 4096), Advice::DontNeed)
-        );
-        assert_eq!(
-            one("touch A x 0 4K read"),
-            Op::Touch(r(0, 4096), Access::Read)
-        );
-        assert_eq!(
-            one("touch A x 0 4K write"),
-            Op::Touch(r(0, 4096), Access::Write)
-        );
+        assert_eq!(one("protect A x 0 4K r"), Op::Protect(r(0, 4096), Prot::READ));
+        assert_eq!(one("advise A x 0 4K dontneed"), Op::Advise(r(0, 4096), Advice::DontNeed));
+        assert_eq!(one("touch A x 0 4K read"), Op::Touch(r(0, 4096), Access::Read));
+        assert_eq!(one("touch A x 0 4K write"), Op::Touch(r(0, 4096), Access::Write));
         assert_eq!(one("fill A x 1 2 0xff"), Op::Fill(r(1, 2), 255));
         assert_eq!(one("sum A x 0 1G"), Op::Sum(r(0, 1 << 30)));
-        assert_eq!(
-            one("remap A x 2M"),
-            Op::Remap {
-                proc: "A".into(),
-                region: "x".into(),
-                new_size: 2 << 20
-            }
-        );
-        assert_eq!(
-            one("fork A B_2"),
-            Op::Fork {
-                parent: "A".into(),
-                child: "B_2".into()
-            }
-        );
+        assert_eq!(one("remap A x 2M"), Op::Remap { proc: "A".into(), region: "x".into(), new_size: 2 << 20 });
+        assert_eq!(one("fork A B_2"), Op::Fork { parent: "A".into(), child: "B_2".into() });
         assert_eq!(one("exit A"), Op::Exit { proc: "A".into() });
         assert_eq!(one("stat A"), Op::Stat { proc: "A".into() });
         assert_eq!(one("mincore A x 0 0"), Op::Mincore(r(0, 0)));
@@ -490,10 +409,7 @@ mod tests {
             ("cold", Advice::Cold),
             ("pageout", Advice::PageOut),
         ] {
-            assert_eq!(
-                one(&format!("advise A x 0 4K {name}")),
-                Op::Advise(r(0, 4096), adv)
-            );
+            assert_eq!(one(&format!("advise A x 0 4K {name}")), Op::Advise(r(0, 4096), adv));
         }
     }
 
@@ -531,19 +447,12 @@ mod tests {
         assert_eq!(number("18446744073709551615"), Ok(u64::MAX));
         assert_eq!(number("0xffffffffffffffff"), Ok(u64::MAX));
         assert_eq!(number("17179869183G"), Ok(17179869183 << 30));
-        for bad in [
-            "", "K", "0x", "0xK", "-1", "+1", "1.5", "1k", "1KK", "0X10", "1T", "ten", "1_000",
-            "0x0x1", " 1",
-        ] {
+        for bad in ["", "K", "0x", "0xK", "-1", "+1", "1.5", "1k", "1KK", "0X10", "1T", "ten", "1_000", "0x0x1", " 1"] {
             assert!(number(bad).is_err(), "{bad:?} parsed");
         }
-        for big in [
-            "18446744073709551616",
-            "0x10000000000000000",
-            "17179869184G",
-            "0x400000000G",
-            "99999999999999999999K",
-        ] {
+        for big in
+            ["18446744073709551616", "0x10000000000000000", "17179869184G", "0x400000000G", "99999999999999999999K"]
+        {
             assert!(number(big).unwrap_err().contains("64 bits"), "{big}");
         }
     }
@@ -563,35 +472,20 @@ mod tests {
     #[test]
     fn errors_name_the_line() {
         let cases: &[(&str, &str)] = &[
-            (
-                "proc A\n\n\n\n\n\nmapp A x 4K rw private",
-                "line 7: unknown operation `mapp`",
-            ),
+            ("proc A\n\n\n\n\n\nmapp A x 4K rw private", "line 7: unknown operation `mapp`"),
             ("proc", "line 1: `proc` takes 1 arguments, got 0"),
             ("proc A B", "line 1: `proc` takes 1 arguments, got 2"),
             ("proc A-B", "line 1: bad name `A-B`"),
-            (
-                "map A x 4K rw",
-                "line 1: `map` takes 5 or more arguments, got 4",
-            ),
-            (
-                "map A x 4K rw private file=a extra",
-                "line 1: `map` takes 5 or more arguments, got 7",
-            ),
+            ("map A x 4K rw", "line 1: `map` takes 5 or more arguments, got 4"),
+            ("map A x 4K rw private file=a extra", "line 1: `map` takes 5 or more arguments, got 7"),
             ("map A x 4Q rw private", "line 1: bad number `4Q`"),
             ("map A x 4K wr private", "line 1: bad protection `wr`"),
             ("map A x 4K rw public", "line 1: bad sharing `public`"),
-            (
-                "map A x 4K rw private path=a",
-                "line 1: unexpected `path=a`",
-            ),
+            ("map A x 4K rw private path=a", "line 1: unexpected `path=a`"),
             ("map A x 4K rw private file=", "line 1: empty path"),
             ("map A x 4K rw private file=@4K", "line 1: empty path"),
             ("map A x 4K rw private file=a@zz", "line 1: bad number `zz`"),
-            (
-                "map A x 99999999999G rw private",
-                "line 1: number `99999999999G` does not fit",
-            ),
+            ("map A x 99999999999G rw private", "line 1: number `99999999999G` does not fit"),
             ("unmap A x 0", "line 1: `unmap` takes 4 arguments, got 3"),
             ("protect A x 0 4K w", "line 1: bad protection `w`"),
             ("advise A x 0 4K free", "line 1: bad advice `free`"),

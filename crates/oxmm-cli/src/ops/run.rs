@@ -143,52 +143,22 @@ pub trait Backend {
     /// `munmap(addr, len)`.
     fn munmap(&mut self, p: &mut Self::Proc, addr: u64, len: u64) -> Result<(), SysError>;
     /// `mprotect(addr, len, prot)`.
-    fn mprotect(
-        &mut self,
-        p: &mut Self::Proc,
-        addr: u64,
-        len: u64,
-        prot: Prot,
-    ) -> Result<(), SysError>;
+    fn mprotect(&mut self, p: &mut Self::Proc, addr: u64, len: u64, prot: Prot) -> Result<(), SysError>;
     /// `madvise(addr, len, advice)`.
-    fn madvise(
-        &mut self,
-        p: &mut Self::Proc,
-        addr: u64,
-        len: u64,
-        advice: Advice,
-    ) -> Result<(), SysError>;
+    fn madvise(&mut self, p: &mut Self::Proc, addr: u64, len: u64, advice: Advice) -> Result<(), SysError>;
     /// One access per 4 KiB page overlapping `[addr, addr+len)`, in address
     /// order, to the first byte of the page that lies in the range (the
     /// page's first byte when `addr` is page-aligned): a load, or with
     /// `write` a store of `0x01`. Stops at the first fault.
-    fn touch(
-        &mut self,
-        p: &mut Self::Proc,
-        addr: u64,
-        len: u64,
-        write: bool,
-    ) -> Result<(), AccessError>;
+    fn touch(&mut self, p: &mut Self::Proc, addr: u64, len: u64, write: bool) -> Result<(), AccessError>;
     /// Stores `byte` to every byte of `[addr, addr+len)` in address order;
     /// stops at the first faulting byte.
-    fn fill(
-        &mut self,
-        p: &mut Self::Proc,
-        addr: u64,
-        len: u64,
-        byte: u8,
-    ) -> Result<(), AccessError>;
+    fn fill(&mut self, p: &mut Self::Proc, addr: u64, len: u64, byte: u8) -> Result<(), AccessError>;
     /// Loads every byte of `[addr, addr+len)` and adds them up; stops at
     /// the first faulting byte.
     fn sum(&mut self, p: &mut Self::Proc, addr: u64, len: u64) -> Result<u64, AccessError>;
     /// `mremap(addr, old, new, MREMAP_MAYMOVE)`: the new address.
-    fn mremap(
-        &mut self,
-        p: &mut Self::Proc,
-        addr: u64,
-        old: u64,
-        new: u64,
-    ) -> Result<u64, SysError>;
+    fn mremap(&mut self, p: &mut Self::Proc, addr: u64, old: u64, new: u64) -> Result<u64, SysError>;
     /// `fork()`: a new process with a copy of `p`'s address space.
     fn fork(&mut self, p: &mut Self::Proc) -> Result<Self::Proc, SysError>;
     /// The process exits; all its mappings are torn down.
@@ -276,15 +246,8 @@ struct Runner<'b, B: Backend> {
 
 /// Runs `lines` on `backend`, printing one JSON object per line to `out`.
 /// Processes still alive at the end (or when the run stops) are exited.
-pub fn run_script<B: Backend>(
-    lines: &[Line],
-    backend: &mut B,
-    out: &mut impl Write,
-) -> Result<(), RunError> {
-    let mut runner = Runner {
-        backend,
-        procs: BTreeMap::new(),
-    };
+pub fn run_script<B: Backend>(lines: &[Line], backend: &mut B, out: &mut impl Write) -> Result<(), RunError> {
+    let mut runner = Runner { backend, procs: BTreeMap::new() };
     let mut result = Ok(());
     for line in lines {
         match runner.step(line) {
@@ -319,35 +282,18 @@ fn script(line: usize, message: String) -> RunError {
 
 impl Record {
     fn ok(line: usize, op: &'static str) -> Record {
-        Record {
-            line,
-            op,
-            ok: true,
-            ..Record::default()
-        }
+        Record { line, op, ok: true, ..Record::default() }
     }
 
     fn errno(line: usize, op: &'static str, e: Errno) -> Record {
-        Record {
-            line,
-            op,
-            ok: false,
-            errno: Some(e.name()),
-            ..Record::default()
-        }
+        Record { line, op, ok: false, errno: Some(e.name()), ..Record::default() }
     }
 }
 
 type Procs<P> = BTreeMap<String, ProcState<P>>;
 
-fn proc_mut<'a, P>(
-    procs: &'a mut Procs<P>,
-    line: usize,
-    name: &str,
-) -> Result<&'a mut ProcState<P>, RunError> {
-    procs
-        .get_mut(name)
-        .ok_or_else(|| script(line, format!("unknown process `{name}`")))
+fn proc_mut<'a, P>(procs: &'a mut Procs<P>, line: usize, name: &str) -> Result<&'a mut ProcState<P>, RunError> {
+    procs.get_mut(name).ok_or_else(|| script(line, format!("unknown process `{name}`")))
 }
 
 /// The process and the region called `region` in process `proc`.
@@ -358,19 +304,13 @@ fn region<'a, P>(
     region: &str,
 ) -> Result<(&'a mut P, Region), RunError> {
     let st = proc_mut(procs, line, proc)?;
-    let r = *st
-        .regions
-        .get(region)
-        .ok_or_else(|| script(line, format!("process `{proc}` has no region `{region}`")))?;
+    let r =
+        *st.regions.get(region).ok_or_else(|| script(line, format!("process `{proc}` has no region `{region}`")))?;
     Ok((&mut st.handle, r))
 }
 
 /// The process, the region and `R+OFF` of a range.
-fn range<'a, P>(
-    procs: &'a mut Procs<P>,
-    line: usize,
-    r: &Range,
-) -> Result<(&'a mut P, Region, u64), RunError> {
+fn range<'a, P>(procs: &'a mut Procs<P>, line: usize, r: &Range) -> Result<(&'a mut P, Region, u64), RunError> {
     let (p, reg) = region(procs, line, &r.proc, &r.region)?;
     Ok((p, reg, reg.addr.wrapping_add(r.off)))
 }
@@ -406,32 +346,16 @@ impl<B: Backend> Runner<'_, B> {
                     return Err(script(line, format!("process `{proc}` already exists")));
                 }
                 let handle = self.backend.new_proc().map_err(broke)?;
-                self.procs.insert(
-                    proc.clone(),
-                    ProcState {
-                        handle,
-                        regions: BTreeMap::new(),
-                    },
-                );
+                self.procs.insert(proc.clone(), ProcState { handle, regions: BTreeMap::new() });
                 Ok(ok)
             }
-            Op::Map {
-                proc,
-                region,
-                size,
-                prot,
-                shared,
-                file,
-            } => {
+            Op::Map { proc, region, size, prot, shared, file } => {
                 let st = self.procs.get_mut(proc.as_str());
                 let st = st.ok_or_else(|| script(line, format!("unknown process `{proc}`")))?;
                 let file = file.as_ref().map(|f| (f.path.as_path(), f.offset));
-                let r = self
-                    .backend
-                    .mmap(&mut st.handle, *size, *prot, *shared, file);
+                let r = self.backend.mmap(&mut st.handle, *size, *prot, *shared, file);
                 if let Ok(addr) = r {
-                    st.regions
-                        .insert(region.clone(), Region { addr, size: *size });
+                    st.regions.insert(region.clone(), Region { addr, size: *size });
                 }
                 sys(r.map(|_| ok))
             }
@@ -450,53 +374,28 @@ impl<B: Backend> Runner<'_, B> {
             Op::Mincore(r) => {
                 let (p, _, addr) = range(&mut self.procs, line, r)?;
                 let res = self.backend.mincore(p, addr, r.size);
-                sys(res.map(|n| Record {
-                    resident: Some(n),
-                    ..ok
-                }))
+                sys(res.map(|n| Record { resident: Some(n), ..ok }))
             }
             Op::Touch(r, how) => {
                 let (p, region, addr) = range(&mut self.procs, line, r)?;
                 let write = *how == Access::Write;
-                access(
-                    self.backend.touch(p, addr, r.size, write).map(|()| ok),
-                    region,
-                )
+                access(self.backend.touch(p, addr, r.size, write).map(|()| ok), region)
             }
             Op::Fill(r, byte) => {
                 let (p, region, addr) = range(&mut self.procs, line, r)?;
-                access(
-                    self.backend.fill(p, addr, r.size, *byte).map(|()| ok),
-                    region,
-                )
+                access(self.backend.fill(p, addr, r.size, *byte).map(|()| ok), region)
             }
             Op::Sum(r) => {
                 let (p, region, addr) = range(&mut self.procs, line, r)?;
                 let res = self.backend.sum(p, addr, r.size);
-                access(
-                    res.map(|v| Record {
-                        value: Some(v),
-                        ..ok
-                    }),
-                    region,
-                )
+                access(res.map(|v| Record { value: Some(v), ..ok }), region)
             }
-            Op::Remap {
-                proc,
-                region: reg,
-                new_size,
-            } => {
+            Op::Remap { proc, region: reg, new_size } => {
                 let (p, old) = region(&mut self.procs, line, proc, reg)?;
                 let res = self.backend.mremap(p, old.addr, old.size, *new_size);
                 if let Ok(addr) = res {
                     let st = proc_mut(&mut self.procs, line, proc)?;
-                    st.regions.insert(
-                        reg.clone(),
-                        Region {
-                            addr,
-                            size: *new_size,
-                        },
-                    );
+                    st.regions.insert(reg.clone(), Region { addr, size: *new_size });
                 }
                 sys(res.map(|_| ok))
             }
@@ -508,8 +407,7 @@ impl<B: Backend> Runner<'_, B> {
                 let regions = st.regions.clone();
                 match self.backend.fork(&mut st.handle) {
                     Ok(handle) => {
-                        self.procs
-                            .insert(child.clone(), ProcState { handle, regions });
+                        self.procs.insert(child.clone(), ProcState { handle, regions });
                         Ok(ok)
                     }
                     Err(e) => sys(Err(e)),
@@ -566,13 +464,7 @@ mod tests {
             for a in addr..addr + len {
                 match self.prot_at(a) {
                     Some(p) if (write && p.writable()) || (!write && p.readable()) => {}
-                    _ => {
-                        return Err(Fault {
-                            kind: FaultKind::Segv,
-                            addr: a,
-                        }
-                        .into())
-                    }
+                    _ => return Err(Fault { kind: FaultKind::Segv, addr: a }.into()),
                 }
             }
             Ok(())
@@ -609,13 +501,7 @@ mod tests {
             p.maps.push((addr, len, Prot(0x100)));
             Ok(())
         }
-        fn mprotect(
-            &mut self,
-            p: &mut ToyProc,
-            a: u64,
-            l: u64,
-            prot: Prot,
-        ) -> Result<(), SysError> {
+        fn mprotect(&mut self, p: &mut ToyProc, a: u64, l: u64, prot: Prot) -> Result<(), SysError> {
             p.maps.push((a, l, prot));
             Ok(())
         }
@@ -647,10 +533,7 @@ mod tests {
             Ok(())
         }
         fn stat(&mut self, p: &mut ToyProc) -> Result<Rss, SysError> {
-            Ok(Rss {
-                anon: p.written,
-                ..Rss::default()
-            })
+            Ok(Rss { anon: p.written, ..Rss::default() })
         }
         fn mincore(&mut self, _: &mut ToyProc, _: u64, len: u64) -> Result<u64, SysError> {
             Ok(len / PAGE)
@@ -719,25 +602,13 @@ exit B
         for (src, want) in [
             ("stat A", "line 1: unknown process `A`"),
             ("proc A\nproc A", "line 2: process `A` already exists"),
-            (
-                "proc A\nproc B\nfork A B",
-                "line 3: process `B` already exists",
-            ),
+            ("proc A\nproc B\nfork A B", "line 3: process `B` already exists"),
             ("proc A\nfork C B", "line 2: unknown process `C`"),
             ("proc A\nexit A\nstat A", "line 3: unknown process `A`"),
             ("proc A\nexit A\nexit A", "line 3: unknown process `A`"),
-            (
-                "proc A\nmap B x 4K rw private",
-                "line 2: unknown process `B`",
-            ),
-            (
-                "proc A\nremap A x 8K",
-                "line 2: process `A` has no region `x`",
-            ),
-            (
-                "proc A\nproc B\nmap A x 4K rw private\nsum B x 0 1",
-                "line 4: process `B` has no region `x`",
-            ),
+            ("proc A\nmap B x 4K rw private", "line 2: unknown process `B`"),
+            ("proc A\nremap A x 8K", "line 2: process `A` has no region `x`"),
+            ("proc A\nproc B\nmap A x 4K rw private\nsum B x 0 1", "line 4: process `B` has no region `x`"),
         ] {
             let (_, res, _) = run(src);
             let e = res.unwrap_err();
@@ -748,8 +619,7 @@ exit B
 
     #[test]
     fn forks_inherit_region_names_and_everything_is_exited() {
-        let (out, res, exited) =
-            run("proc A\nmap A x 4K rw private\nfork A B\ntouch B x 0 4K write\n");
+        let (out, res, exited) = run("proc A\nmap A x 4K rw private\nfork A B\ntouch B x 0 4K write\n");
         res.unwrap();
         assert_eq!(out.lines().count(), 4);
         assert_eq!(exited, 2);
@@ -767,13 +637,11 @@ exit B
 
     #[test]
     fn remap_rebinds_and_unmap_does_not_unbind() {
-        let src = "proc A\nmap A x 4K rw private\nremap A x 8K\ntouch A x 4K 4K write\nunmap A x 0 8K\ntouch A x 0 1 read\n";
+        let src =
+            "proc A\nmap A x 4K rw private\nremap A x 8K\ntouch A x 4K 4K write\nunmap A x 0 8K\ntouch A x 0 1 read\n";
         let (out, res, _) = run(src);
         res.unwrap();
         let last = out.lines().last().unwrap();
-        assert_eq!(
-            last,
-            r#"{"line":6,"op":"touch","ok":false,"fault":"segv","addr_off":0}"#
-        );
+        assert_eq!(last, r#"{"line":6,"op":"touch","ok":false,"fault":"segv","addr_off":0}"#);
     }
 }

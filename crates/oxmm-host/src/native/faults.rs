@@ -129,10 +129,7 @@ impl Default for NativeFaults {
 impl NativeFaults {
     /// Base pages only (each mapping gets `MADV_NOHUGEPAGE`).
     pub fn new() -> Self {
-        NativeFaults {
-            page_size: page_size(),
-            huge_pages: false,
-        }
+        NativeFaults { page_size: page_size(), huge_pages: false }
     }
 
     /// Leave transparent huge pages to the host's policy instead of
@@ -175,13 +172,8 @@ impl NativeFaults {
         if ptr == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
-        let ptr =
-            NonNull::new(ptr.cast::<u8>()).ok_or_else(|| io::Error::other("mmap returned NULL"))?;
-        let mapping = NativeMapping {
-            ptr,
-            len,
-            page_size: self.page_size as usize,
-        };
+        let ptr = NonNull::new(ptr.cast::<u8>()).ok_or_else(|| io::Error::other("mmap returned NULL"))?;
+        let mapping = NativeMapping { ptr, len, page_size: self.page_size as usize };
         if !self.huge_pages {
             // SAFETY:
             // - `[ptr, ptr + len)` is the mapping just created and owned by
@@ -277,12 +269,7 @@ impl NativeMapping {
         // - `&mut self` excludes other writers through this owner, and no
         //   Rust reference into the mapping exists; a `u8` store needs no
         //   alignment.
-        unsafe {
-            self.ptr
-                .as_ptr()
-                .add(page * self.page_size)
-                .write_volatile(1)
-        };
+        unsafe { self.ptr.as_ptr().add(page * self.page_size).write_volatile(1) };
     }
 
     /// `munmap` the range, reporting the kernel's error if any.

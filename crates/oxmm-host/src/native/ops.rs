@@ -199,12 +199,7 @@ struct Request {
 
 impl Request {
     const fn new(op: u32, args: [u64; 4]) -> Request {
-        Request {
-            op,
-            args,
-            path: [0; PATH_MAX],
-            path_len: 0,
-        }
+        Request { op, args, path: [0; PATH_MAX], path_len: 0 }
     }
 
     fn encode(&self, buf: &mut [u8; REQ_LEN]) -> usize {
@@ -228,11 +223,7 @@ struct Reply {
 
 impl Reply {
     const fn ok(vals: [u64; 4]) -> Reply {
-        Reply {
-            kind: kind::OK,
-            code: 0,
-            vals,
-        }
+        Reply { kind: kind::OK, code: 0, vals }
     }
 
     const fn ok0() -> Reply {
@@ -256,21 +247,14 @@ impl Reply {
             b.copy_from_slice(&buf[o..o + 8]);
             u64::from_le_bytes(b)
         };
-        Reply {
-            kind: u32_at(0),
-            code: u32_at(4),
-            vals: [u64_at(8), u64_at(16), u64_at(24), u64_at(32)],
-        }
+        Reply { kind: u32_at(0), code: u32_at(4), vals: [u64_at(8), u64_at(16), u64_at(24), u64_at(32)] }
     }
 }
 
 fn errno_of(raw: i32) -> NativeError {
     match Errno::from_raw(raw) {
         Some(e) => NativeError::Errno(e),
-        None => NativeError::Broken(format!(
-            "unexpected errno {raw} ({})",
-            io::Error::from_raw_os_error(raw)
-        )),
+        None => NativeError::Broken(format!("unexpected errno {raw} ({})", io::Error::from_raw_os_error(raw))),
     }
 }
 
@@ -304,22 +288,13 @@ impl NativeProc {
     /// `mmap(NULL, len, prot, MAP_PRIVATE|MAP_SHARED [|MAP_ANONYMOUS], fd,
     /// offset)`. A file is opened read-write if it can be, read-only
     /// otherwise, and closed again after the call.
-    pub fn mmap(
-        &mut self,
-        len: u64,
-        prot: u32,
-        shared: bool,
-        file: Option<(&Path, u64)>,
-    ) -> NativeResult<u64> {
+    pub fn mmap(&mut self, len: u64, prot: u32, shared: bool, file: Option<(&Path, u64)>) -> NativeResult<u64> {
         let mut req = Request::new(op::MMAP, [len, u64::from(prot), u64::from(shared), 0]);
         if let Some((path, offset)) = file {
             use std::os::unix::ffi::OsStrExt;
             let bytes = path.as_os_str().as_bytes();
             if bytes.is_empty() || bytes.len() >= PATH_MAX || bytes.contains(&0) {
-                return Err(NativeError::Broken(format!(
-                    "cannot open `{}`: bad path",
-                    path.display()
-                )));
+                return Err(NativeError::Broken(format!("cannot open `{}`: bad path", path.display())));
             }
             req.path[..bytes.len()].copy_from_slice(bytes);
             req.path_len = bytes.len();
@@ -393,12 +368,7 @@ impl NativeProc {
     /// The resident set, less the baseline.
     pub fn stat(&mut self) -> NativeResult<NativeRss> {
         let v = check(self.call(&Request::new(op::STAT, [0; 4]))?)?;
-        Ok(NativeRss {
-            anon: v[0],
-            file: v[1],
-            shmem: v[2],
-            swap: v[3],
-        })
+        Ok(NativeRss { anon: v[0], file: v[1], shmem: v[2], swap: v[3] })
     }
 
     /// `mincore(addr, len)`: the number of resident pages.
@@ -418,8 +388,7 @@ impl Drop for NativeProc {
 }
 
 fn path_of(file: Option<(&Path, u64)>) -> String {
-    file.map(|(p, _)| p.display().to_string())
-        .unwrap_or_default()
+    file.map(|(p, _)| p.display().to_string()).unwrap_or_default()
 }
 
 fn check(rep: Reply) -> NativeResult<[u64; 4]> {
@@ -427,17 +396,10 @@ fn check(rep: Reply) -> NativeResult<[u64; 4]> {
         kind::OK => Ok(rep.vals),
         kind::ERRNO => Err(errno_of(rep.code as i32)),
         kind::FAULT => Err(NativeError::Fault(NativeFault {
-            kind: if rep.code as i32 == libc::SIGBUS {
-                NativeFaultKind::Bus
-            } else {
-                NativeFaultKind::Segv
-            },
+            kind: if rep.code as i32 == libc::SIGBUS { NativeFaultKind::Bus } else { NativeFaultKind::Segv },
             addr: rep.vals[0],
         })),
-        other => Err(NativeError::Broken(format!(
-            "native process answered kind {other} (code {})",
-            rep.code
-        ))),
+        other => Err(NativeError::Broken(format!("native process answered kind {other} (code {})", rep.code))),
     }
 }
 
@@ -446,10 +408,7 @@ mod imp {
     use super::*;
 
     pub(super) fn spawn() -> io::Result<NativeProc> {
-        Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "native op scripts need x86-64 Linux",
-        ))
+        Err(io::Error::new(io::ErrorKind::Unsupported, "native op scripts need x86-64 Linux"))
     }
     pub(super) fn fork(_: &mut NativeProc) -> NativeResult<NativeProc> {
         Err(NativeError::Broken("unsupported".into()))
@@ -457,11 +416,7 @@ mod imp {
     pub(super) fn exit(_: &mut NativeProc) -> NativeResult<()> {
         Ok(())
     }
-    pub(super) fn call(
-        _: &mut NativeProc,
-        _: &Request,
-        _: Option<&mut i32>,
-    ) -> NativeResult<Reply> {
+    pub(super) fn call(_: &mut NativeProc, _: &Request, _: Option<&mut i32>) -> NativeResult<Reply> {
         Err(NativeError::Broken("unsupported".into()))
     }
     pub(super) fn reap(_: &mut NativeProc) {}
@@ -473,9 +428,7 @@ mod imp {
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
     fn last_errno() -> i32 {
-        io::Error::last_os_error()
-            .raw_os_error()
-            .unwrap_or(libc::EIO)
+        io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
     }
 
     fn socket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
@@ -483,14 +436,8 @@ mod imp {
         // SAFETY:
         // - `sv` is a valid, writable array of two descriptors, as
         //   `socketpair` requires; the call has no other preconditions.
-        let r = unsafe {
-            libc::socketpair(
-                libc::AF_UNIX,
-                libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
-                0,
-                sv.as_mut_ptr(),
-            )
-        };
+        let r =
+            unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0, sv.as_mut_ptr()) };
         if r != 0 {
             return Err(io::Error::last_os_error());
         }
@@ -528,12 +475,7 @@ mod imp {
         }
         drop(theirs);
         let pidfd = pidfd_open(pid);
-        Ok(NativeProc {
-            pid,
-            chan: Some(ours),
-            pidfd,
-            direct_child: true,
-        })
+        Ok(NativeProc { pid, chan: Some(ours), pidfd, direct_child: true })
     }
 
     pub(super) fn fork(p: &mut NativeProc) -> NativeResult<NativeProc> {
@@ -552,12 +494,7 @@ mod imp {
         // The new process blocks on its channel until we write to it, so it
         // cannot have exited and its pid cannot have been recycled yet.
         let pidfd = pidfd_open(pid);
-        Ok(NativeProc {
-            pid,
-            chan: Some(chan),
-            pidfd,
-            direct_child: false,
-        })
+        Ok(NativeProc { pid, chan: Some(chan), pidfd, direct_child: false })
     }
 
     pub(super) fn exit(p: &mut NativeProc) -> NativeResult<()> {
@@ -586,11 +523,7 @@ mod imp {
 
     /// Sends `req` and receives the reply; a descriptor attached to the
     /// reply is stored in `fd_out`.
-    pub(super) fn call(
-        p: &mut NativeProc,
-        req: &Request,
-        fd_out: Option<&mut i32>,
-    ) -> NativeResult<Reply> {
+    pub(super) fn call(p: &mut NativeProc, req: &Request, fd_out: Option<&mut i32>) -> NativeResult<Reply> {
         let pid = p.pid;
         let Some(chan) = p.chan.as_ref() else {
             return Err(NativeError::Broken(format!("process {pid} has exited")));
@@ -615,10 +548,7 @@ mod imp {
         // Room for one `SCM_RIGHTS` descriptor, aligned for `cmsghdr`.
         let mut cbuf = [0u64; 4];
         loop {
-            let mut iov = libc::iovec {
-                iov_base: rep.as_mut_ptr().cast(),
-                iov_len: rep.len(),
-            };
+            let mut iov = libc::iovec { iov_base: rep.as_mut_ptr().cast(), iov_len: rep.len() };
             // SAFETY:
             // - `msghdr` is plain data for which all-zero is a valid value.
             let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
@@ -670,10 +600,7 @@ mod imp {
         let want = std::mem::size_of::<RawFd>();
         // SAFETY: `CMSG_LEN` is a pure computation.
         let full = unsafe { libc::CMSG_LEN(want as u32) } as usize;
-        if hdr.cmsg_level != libc::SOL_SOCKET
-            || hdr.cmsg_type != libc::SCM_RIGHTS
-            || hdr.cmsg_len < full
-        {
+        if hdr.cmsg_level != libc::SOL_SOCKET || hdr.cmsg_type != libc::SCM_RIGHTS || hdr.cmsg_len < full {
             return None;
         }
         // SAFETY:
@@ -711,11 +638,7 @@ mod imp {
             if !p.direct_child {
                 // Not ours to reap: wait until it has exited (the pidfd
                 // becomes readable), at most a second.
-                let mut pfd = libc::pollfd {
-                    fd: pidfd.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                };
+                let mut pfd = libc::pollfd { fd: pidfd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
                 // SAFETY: `pfd` is one valid `pollfd`.
                 unsafe { libc::poll(&mut pfd, 1, 1000) };
             }
@@ -813,11 +736,7 @@ mod imp {
         }
 
         fn fail() -> Reply {
-            Reply {
-                kind: kind::ERRNO,
-                code: errno() as u32,
-                vals: [0; 4],
-            }
+            Reply { kind: kind::ERRNO, code: errno() as u32, vals: [0; 4] }
         }
 
         /// Turns an unwinding panic into `_exit(101)`: the child must never
@@ -863,11 +782,7 @@ mod imp {
                 libc::close_range(CHAN_FD as u32 + 1, u32::MAX, 0);
             }
             install_signals();
-            let mut st = State {
-                base: [0; 4],
-                own: [(0, 0); MAX_OWN],
-                n_own: 0,
-            };
+            let mut st = State { base: [0; 4], own: [(0, 0); MAX_OWN], n_own: 0 };
             find_own_file_mappings(&mut st);
             populate_own(&st);
             pretouch_stack();
@@ -886,8 +801,7 @@ mod imp {
             // - `sigprocmask` is given a valid set and a null old set.
             unsafe {
                 let mut sa: libc::sigaction = core::mem::zeroed();
-                let handler: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut c_void) =
-                    on_fault;
+                let handler: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut c_void) = on_fault;
                 sa.sa_sigaction = handler as usize;
                 sa.sa_flags = libc::SA_SIGINFO;
                 libc::sigemptyset(&mut sa.sa_mask);
@@ -937,11 +851,7 @@ mod imp {
             let _ = do_sum(a + PAGE, PAGE);
             let _ = do_madvise(a, 2 * PAGE, libc::MADV_DONTNEED as u64);
             let r = do_mremap(a, 2 * PAGE, 3 * PAGE);
-            let (a, len) = if r.kind == kind::OK {
-                (r.vals[0], 3 * PAGE)
-            } else {
-                (a, 2 * PAGE)
-            };
+            let (a, len) = if r.kind == kind::OK { (r.vals[0], 3 * PAGE) } else { (a, 2 * PAGE) };
             let _ = do_munmap(a, len);
             // A fork whose child exits at once; the parent side goes through
             // the same calls as a real fork, less the reply.
@@ -955,12 +865,7 @@ mod imp {
         /// with an inode) in `st.own`.
         fn find_own_file_mappings(st: &mut State) {
             // SAFETY: the path is a NUL-terminated literal.
-            let fd = unsafe {
-                libc::open(
-                    c"/proc/self/maps".as_ptr(),
-                    libc::O_RDONLY | libc::O_CLOEXEC,
-                )
-            };
+            let fd = unsafe { libc::open(c"/proc/self/maps".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
             if fd < 0 {
                 return;
             }
@@ -970,8 +875,7 @@ mod imp {
             let mut skipping = false;
             loop {
                 // SAFETY: `buf[have..]` is valid for `buf.len() - have` bytes.
-                let n =
-                    unsafe { libc::read(fd, buf[have..].as_mut_ptr().cast(), buf.len() - have) };
+                let n = unsafe { libc::read(fd, buf[have..].as_mut_ptr().cast(), buf.len() - have) };
                 if n < 0 && errno() == libc::EINTR {
                     continue;
                 }
@@ -1012,13 +916,9 @@ mod imp {
         /// One `/proc/self/maps` line: `start-end perms offset dev inode path`.
         fn own_mapping(st: &mut State, line: &[u8]) {
             let mut fields = line.split(|&b| b == b' ').filter(|f| !f.is_empty());
-            let (Some(range), Some(perms), _, _, Some(inode)) = (
-                fields.next(),
-                fields.next(),
-                fields.next(),
-                fields.next(),
-                fields.next(),
-            ) else {
+            let (Some(range), Some(perms), _, _, Some(inode)) =
+                (fields.next(), fields.next(), fields.next(), fields.next(), fields.next())
+            else {
                 return;
             };
             if inode == b"0" || perms.first() != Some(&b'r') || st.n_own == MAX_OWN {
@@ -1026,11 +926,8 @@ mod imp {
             }
             let mut ends = range.split(|&b| b == b'-');
             let hex = |f: Option<&[u8]>| {
-                f.filter(|f| !f.is_empty() && f.len() <= 16).and_then(|f| {
-                    f.iter().try_fold(0u64, |n, &d| {
-                        Some(n << 4 | u64::from((d as char).to_digit(16)?))
-                    })
-                })
+                f.filter(|f| !f.is_empty() && f.len() <= 16)
+                    .and_then(|f| f.iter().try_fold(0u64, |n, &d| Some(n << 4 | u64::from((d as char).to_digit(16)?))))
             };
             if let (Some(start), Some(end)) = (hex(ends.next()), hex(ends.next())) {
                 st.own[st.n_own] = (start, end);
@@ -1046,13 +943,7 @@ mod imp {
                 // SAFETY:
                 // - `MADV_POPULATE_READ` only faults pages in, as reads; the
                 //   range is one of this process's own readable mappings.
-                unsafe {
-                    libc::madvise(
-                        start as *mut c_void,
-                        (end - start) as usize,
-                        MADV_POPULATE_READ,
-                    )
-                };
+                unsafe { libc::madvise(start as *mut c_void, (end - start) as usize, MADV_POPULATE_READ) };
             }
         }
 
@@ -1074,8 +965,7 @@ mod imp {
                     return; // end-of-file or a broken channel: exit
                 }
                 let n = n as usize;
-                let u32_at =
-                    |o: usize| u32::from_le_bytes([buf[o], buf[o + 1], buf[o + 2], buf[o + 3]]);
+                let u32_at = |o: usize| u32::from_le_bytes([buf[o], buf[o + 1], buf[o + 2], buf[o + 3]]);
                 let u64_at = |o: usize| {
                     let mut b = [0u8; 8];
                     b.copy_from_slice(&buf[o..o + 8]);
@@ -1109,14 +999,7 @@ mod imp {
                         let _ = send_reply(CHAN_FD, &Reply::ok0(), -1);
                         return;
                     }
-                    _ => (
-                        Reply {
-                            kind: kind::BAD_REQUEST,
-                            code: op,
-                            vals: [0; 4],
-                        },
-                        -1,
-                    ),
+                    _ => (Reply { kind: kind::BAD_REQUEST, code: op, vals: [0; 4] }, -1),
                 };
                 let sent = send_reply(CHAN_FD, &rep, fd);
                 if fd >= 0 {
@@ -1134,10 +1017,7 @@ mod imp {
         /// Sends `rep`, with descriptor `fd` attached if it is >= 0.
         fn send_reply(chan: RawFd, rep: &Reply, fd: RawFd) -> bool {
             let mut bytes = rep.encode();
-            let mut iov = libc::iovec {
-                iov_base: bytes.as_mut_ptr().cast(),
-                iov_len: REP_LEN,
-            };
+            let mut iov = libc::iovec { iov_base: bytes.as_mut_ptr().cast(), iov_len: REP_LEN };
             let mut cbuf = [0u64; 4];
             // SAFETY: `msghdr` is plain data for which all-zero is valid.
             let mut msg: libc::msghdr = unsafe { core::mem::zeroed() };
@@ -1171,27 +1051,17 @@ mod imp {
         }
 
         fn do_mmap(len: u64, prot: u32, shared: bool, file: Option<&[u8]>, off: u64) -> Reply {
-            let mut flags = if shared {
-                libc::MAP_SHARED
-            } else {
-                libc::MAP_PRIVATE
-            };
+            let mut flags = if shared { libc::MAP_SHARED } else { libc::MAP_PRIVATE };
             let mut fd = -1;
             if let Some(path) = file {
                 // SAFETY: `path` is NUL-terminated (the loop wrote the NUL).
                 fd = unsafe { libc::open(path.as_ptr().cast(), libc::O_RDWR | libc::O_CLOEXEC) };
                 if fd < 0 && matches!(errno(), libc::EACCES | libc::EROFS | libc::EISDIR) {
                     // SAFETY: as above.
-                    fd = unsafe {
-                        libc::open(path.as_ptr().cast(), libc::O_RDONLY | libc::O_CLOEXEC)
-                    };
+                    fd = unsafe { libc::open(path.as_ptr().cast(), libc::O_RDONLY | libc::O_CLOEXEC) };
                 }
                 if fd < 0 {
-                    return Reply {
-                        kind: kind::OPEN_FAILED,
-                        code: errno() as u32,
-                        vals: [0; 4],
-                    };
+                    return Reply { kind: kind::OPEN_FAILED, code: errno() as u32, vals: [0; 4] };
                 }
             } else {
                 flags |= libc::MAP_ANONYMOUS;
@@ -1199,21 +1069,8 @@ mod imp {
             // SAFETY:
             // - a null hint without `MAP_FIXED` never replaces an existing
             //   mapping, so no memory the loop uses can change under it.
-            let p = unsafe {
-                libc::mmap(
-                    core::ptr::null_mut(),
-                    len as usize,
-                    prot as i32,
-                    flags,
-                    fd,
-                    off as i64,
-                )
-            };
-            let rep = if p == libc::MAP_FAILED {
-                fail()
-            } else {
-                Reply::ok([p as u64, 0, 0, 0])
-            };
+            let p = unsafe { libc::mmap(core::ptr::null_mut(), len as usize, prot as i32, flags, fd, off as i64) };
+            let rep = if p == libc::MAP_FAILED { fail() } else { Reply::ok([p as u64, 0, 0, 0]) };
             if fd >= 0 {
                 // SAFETY: `fd` was opened above and is closed once.
                 unsafe { libc::close(fd) };
@@ -1262,14 +1119,7 @@ mod imp {
 
         fn do_mremap(addr: u64, old: u64, new: u64) -> Reply {
             // SAFETY: see above; `MREMAP_MAYMOVE` never replaces a mapping.
-            let p = unsafe {
-                libc::mremap(
-                    addr as *mut c_void,
-                    old as usize,
-                    new as usize,
-                    libc::MREMAP_MAYMOVE,
-                )
-            };
+            let p = unsafe { libc::mremap(addr as *mut c_void, old as usize, new as usize, libc::MREMAP_MAYMOVE) };
             if p == libc::MAP_FAILED {
                 fail()
             } else {
@@ -1278,11 +1128,7 @@ mod imp {
         }
 
         fn fault(ret: u32, addr: u64) -> Reply {
-            Reply {
-                kind: kind::FAULT,
-                code: ret - FAULTED,
-                vals: [addr, 0, 0, 0],
-            }
+            Reply { kind: kind::FAULT, code: ret - FAULTED, vals: [addr, 0, 0, 0] }
         }
 
         /// The page-sized pieces of `[addr, addr+len)`, in address order,
@@ -1350,8 +1196,7 @@ mod imp {
                 // - it is script memory: no Rust reference points at it, and
                 //   nothing writes it while this process runs a request
                 //   (the driver runs one request at a time, on any process).
-                let rest =
-                    unsafe { core::slice::from_raw_parts((a + 1) as *const u8, (n - 1) as usize) };
+                let rest = unsafe { core::slice::from_raw_parts((a + 1) as *const u8, (n - 1) as usize) };
                 total += rest.iter().map(|&b| u64::from(b)).sum::<u64>();
                 None
             });
@@ -1382,10 +1227,7 @@ mod imp {
                     return fail();
                 }
                 let pages = n.div_ceil(PAGE) as usize;
-                resident += vec[..pages.min(vec.len())]
-                    .iter()
-                    .filter(|&&b| b & 1 != 0)
-                    .count() as u64;
+                resident += vec[..pages.min(vec.len())].iter().filter(|&&b| b & 1 != 0).count() as u64;
                 left -= n;
                 if left == 0 {
                     return Reply::ok([resident, 0, 0, 0]);
@@ -1412,12 +1254,7 @@ mod imp {
         fn read_status() -> Option<[u64; 4]> {
             let mut buf = [0u8; 8192];
             // SAFETY: the path is a NUL-terminated literal.
-            let fd = unsafe {
-                libc::open(
-                    c"/proc/self/status".as_ptr(),
-                    libc::O_RDONLY | libc::O_CLOEXEC,
-                )
-            };
+            let fd = unsafe { libc::open(c"/proc/self/status".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
             if fd < 0 {
                 return None;
             }
@@ -1444,9 +1281,7 @@ mod imp {
                             .iter()
                             .skip_while(|b| !b.is_ascii_digit())
                             .take_while(|b| b.is_ascii_digit())
-                            .fold(0u64, |n, &d| {
-                                n.saturating_mul(10).saturating_add(u64::from(d - b'0'))
-                            });
+                            .fold(0u64, |n, &d| n.saturating_mul(10).saturating_add(u64::from(d - b'0')));
                     }
                 }
             }
@@ -1468,12 +1303,7 @@ mod imp {
             let mut sv = [-1 as RawFd; 2];
             // SAFETY: `sv` is a valid array of two descriptors.
             let r = unsafe {
-                libc::socketpair(
-                    libc::AF_UNIX,
-                    libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
-                    0,
-                    sv.as_mut_ptr(),
-                )
+                libc::socketpair(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0, sv.as_mut_ptr())
             };
             if r != 0 {
                 return Forked::Parent(fail(), -1);
@@ -1544,13 +1374,7 @@ mod tests {
         p.mprotect(a + 4 * PAGE, PAGE, 1).unwrap();
         match p.touch(a, 16 * PAGE, true) {
             Err(NativeError::Fault(f)) => {
-                assert_eq!(
-                    f,
-                    NativeFault {
-                        kind: NativeFaultKind::Segv,
-                        addr: a + 4 * PAGE
-                    }
-                )
+                assert_eq!(f, NativeFault { kind: NativeFaultKind::Segv, addr: a + 4 * PAGE })
             }
             other => panic!("{other:?}"),
         }
@@ -1560,11 +1384,7 @@ mod tests {
         }
         let mut c = p.fork().unwrap();
         assert_eq!(c.stat().unwrap().anon, 16, "fork copies anonymous PTEs");
-        assert_eq!(
-            c.sum(a, PAGE).unwrap(),
-            2 * PAGE - 1,
-            "the faulted touch wrote 0x01 first"
-        );
+        assert_eq!(c.sum(a, PAGE).unwrap(), 2 * PAGE - 1, "the faulted touch wrote 0x01 first");
         c.exit().unwrap();
         p.exit().unwrap();
     }

@@ -89,13 +89,21 @@ impl Rig {
     /// Assert that a read of `a` faults with SEGV exactly at `a`.
     #[track_caller]
     pub fn assert_read_segv(&mut self, a: VirtAddr) {
-        assert_eq!(self.cpu.read_u8(a), Err(oxmm_host::Fault { kind: oxmm::fault::FaultError::Segv, addr: a }), "read of {a:?}");
+        assert_eq!(
+            self.cpu.read_u8(a),
+            Err(oxmm_host::Fault { kind: oxmm::fault::FaultError::Segv, addr: a }),
+            "read of {a:?}"
+        );
     }
 
     /// Assert that a write to `a` faults with SEGV exactly at `a`.
     #[track_caller]
     pub fn assert_write_segv(&mut self, a: VirtAddr) {
-        assert_eq!(self.cpu.write_u8(a, 0xee), Err(oxmm_host::Fault { kind: oxmm::fault::FaultError::Segv, addr: a }), "write of {a:?}");
+        assert_eq!(
+            self.cpu.write_u8(a, 0xee),
+            Err(oxmm_host::Fault { kind: oxmm::fault::FaultError::Segv, addr: a }),
+            "write of {a:?}"
+        );
     }
 }
 
@@ -131,9 +139,13 @@ impl Remote {
     #[track_caller]
     pub fn run<R: Send + 'static>(&self, f: impl FnOnce(&mut Cpu) -> R + Send + 'static) -> R {
         let (rtx, rrx) = std::sync::mpsc::sync_channel(1);
-        self.tx.as_ref().expect("remote alive").send(Box::new(move |cpu| {
-            let _ = rtx.send(f(cpu));
-        })).expect("remote CPU thread is gone");
+        self.tx
+            .as_ref()
+            .expect("remote alive")
+            .send(Box::new(move |cpu| {
+                let _ = rtx.send(f(cpu));
+            }))
+            .expect("remote CPU thread is gone");
         rrx.recv().expect("remote CPU thread panicked")
     }
 }

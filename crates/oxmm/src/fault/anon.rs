@@ -42,7 +42,14 @@ pub(crate) fn anon_leaf_flags(vma: &Vma, write: bool) -> u64 {
 ///
 /// Enters with: the mmap read lock; `slot` is the PTE for `va`, seen empty.
 /// Returns with: the same lock.
-pub fn do_anonymous_page(mm: &Mm, cpu: CpuId, vma: &Vma, va: VirtAddr, slot: &HwAtomicU64, access: Access) -> Result<(), FaultError> {
+pub fn do_anonymous_page(
+    mm: &Mm,
+    cpu: CpuId,
+    vma: &Vma,
+    va: VirtAddr,
+    slot: &HwAtomicU64,
+    access: Access,
+) -> Result<(), FaultError> {
     let sys = &**mm.sys();
     if access == Access::Read {
         let pte = Pte::new(sys.zero_pfn(), anon_leaf_flags(vma, false));

@@ -31,7 +31,14 @@ use crate::tlb::PendingFlush;
 /// Resolve a write to the read-only present PTE `old` at `va`.
 ///
 /// Enters with: the mmap read lock. Returns with: the same.
-pub fn do_wp_page(mm: &Mm, cpu: CpuId, vma: &Vma, va: VirtAddr, slot: &HwAtomicU64, old: Pte) -> Result<(), FaultError> {
+pub fn do_wp_page(
+    mm: &Mm,
+    cpu: CpuId,
+    vma: &Vma,
+    va: VirtAddr,
+    slot: &HwAtomicU64,
+    old: Pte,
+) -> Result<(), FaultError> {
     let sys = &**mm.sys();
     let old_pfn = old.pfn();
     let is_zero = old_pfn == sys.zero_pfn();

@@ -53,7 +53,9 @@ pub struct RssCounters {
 impl RssCounters {
     /// Zeroed counters for `cpus` CPUs.
     pub fn new(cpus: usize) -> Self {
-        RssCounters { cpus: (0..cpus.max(1)).map(|_| CachePadded::new(core::array::from_fn(|_| AtomicI64::new(0)))).collect() }
+        RssCounters {
+            cpus: (0..cpus.max(1)).map(|_| CachePadded::new(core::array::from_fn(|_| AtomicI64::new(0)))).collect(),
+        }
     }
 
     /// Add `n` pages of `kind` on `cpu`.

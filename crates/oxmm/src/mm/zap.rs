@@ -11,8 +11,8 @@ use super::rss::RssKind;
 use super::Mm;
 use crate::addr::{VirtAddr, PAGE_SIZE};
 use crate::arch::{load_entry, xchg_entry, Pte};
-use crate::phys::frame::flags;
 use crate::pgtable::cursor::{walk_range, Step};
+use crate::phys::frame::flags;
 use crate::sync::Ordering;
 use crate::tlb::MmuGather;
 

@@ -121,12 +121,29 @@ fn walk_level<'a>(sys: &'a System, table: Pfn, level: usize, start: u64, end: u6
 /// such table is empty.
 ///
 /// Enters with: the mmap lock held for writing.
-pub fn free_tables(sys: &System, gather: &mut MmuGather<'_>, root: Pfn, start: u64, end: u64, floor: u64, ceiling: u64) {
+pub fn free_tables(
+    sys: &System,
+    gather: &mut MmuGather<'_>,
+    root: Pfn,
+    start: u64,
+    end: u64,
+    floor: u64,
+    ceiling: u64,
+) {
     free_level(sys, gather, root, Native::LEVELS, start, end, floor, ceiling);
 }
 
 #[allow(clippy::too_many_arguments)]
-fn free_level(sys: &System, gather: &mut MmuGather<'_>, table: Pfn, level: usize, start: u64, end: u64, floor: u64, ceiling: u64) {
+fn free_level(
+    sys: &System,
+    gather: &mut MmuGather<'_>,
+    table: Pfn,
+    level: usize,
+    start: u64,
+    end: u64,
+    floor: u64,
+    ceiling: u64,
+) {
     if level == 1 {
         return;
     }

@@ -26,11 +26,11 @@ pub mod walk;
 
 use core::sync::atomic::AtomicU64 as HwAtomicU64;
 
+use crate::addr::Pfn;
 use crate::addr::VirtAddr;
 use crate::arch::{load_entry, EntryKind, Native, PagingFormat};
 use crate::platform::CpuId;
 use crate::system::System;
-use crate::addr::Pfn;
 
 /// Why a PTE slot could not be reached.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,7 +49,13 @@ pub enum SlotError {
 /// Enters with: the mmap lock held (read or write) for the mm owning `root`.
 /// Returns with: the same; the slot stays valid while it is held.
 #[inline]
-pub fn pte_slot_alloc(sys: &System, cpu: CpuId, owner: u64, root: Pfn, va: VirtAddr) -> Result<&HwAtomicU64, SlotError> {
+pub fn pte_slot_alloc(
+    sys: &System,
+    cpu: CpuId,
+    owner: u64,
+    root: Pfn,
+    va: VirtAddr,
+) -> Result<&HwAtomicU64, SlotError> {
     let mut table = root;
     for level in (2..=Native::LEVELS).rev() {
         // SAFETY:

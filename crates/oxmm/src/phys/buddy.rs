@@ -32,7 +32,13 @@ pub struct FreeArea {
 impl FreeArea {
     /// Empty lists for the zone `[start, end)`.
     pub fn new(start: Pfn, end: Pfn) -> FreeArea {
-        FreeArea { heads: [NIL; MAX_ORDER + 1], counts: [0; MAX_ORDER + 1], free: 0, start: start.as_u64(), end: end.as_u64() }
+        FreeArea {
+            heads: [NIL; MAX_ORDER + 1],
+            counts: [0; MAX_ORDER + 1],
+            free: 0,
+            start: start.as_u64(),
+            end: end.as_u64(),
+        }
     }
 
     /// Free blocks per order (`/proc/buddyinfo`).
@@ -120,7 +126,8 @@ impl FreeArea {
                 continue;
             }
             let mut o = MAX_ORDER;
-            while o > 0 && (pfn & ((1 << o) - 1) != 0 || pfn + (1 << o) > self.end || (pfn..pfn + (1 << o)).any(&skip)) {
+            while o > 0 && (pfn & ((1 << o) - 1) != 0 || pfn + (1 << o) > self.end || (pfn..pfn + (1 << o)).any(&skip))
+            {
                 o -= 1;
             }
             self.push(frames, pfn, o);

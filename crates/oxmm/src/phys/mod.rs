@@ -120,7 +120,8 @@ impl PhysMem {
     /// freed into the buddy lists.
     pub fn new(cfg: PhysConfig) -> PhysMem {
         let nodes = cfg.nodes.max(1);
-        let frames: Box<[Frame]> = (0..cfg.frames).map(|p| Frame::new(((p * nodes as u64) / cfg.frames.max(1)) as u32)).collect();
+        let frames: Box<[Frame]> =
+            (0..cfg.frames).map(|p| Frame::new(((p * nodes as u64) / cfg.frames.max(1)) as u32)).collect();
         let per_node = cfg.frames / nodes as u64;
         let mut zones = Vec::new();
         for n in 0..nodes as u64 {
@@ -213,7 +214,8 @@ impl PhysMem {
     fn zonelist(&self, cpu: CpuId, gfp: Gfp) -> impl Iterator<Item = usize> + '_ {
         let home = self.home_node(cpu);
         (0..self.nodes).map(move |d| (home + d) % self.nodes).flat_map(move |n| {
-            let kinds: [ZoneKind; 2] = if gfp.movable { [ZoneKind::Movable, ZoneKind::Normal] } else { [ZoneKind::Normal, ZoneKind::Normal] };
+            let kinds: [ZoneKind; 2] =
+                if gfp.movable { [ZoneKind::Movable, ZoneKind::Normal] } else { [ZoneKind::Normal, ZoneKind::Normal] };
             let count = if gfp.movable { 2 } else { 1 };
             kinds.into_iter().take(count).map(move |k| self.zone_index(n, k))
         })
@@ -337,9 +339,7 @@ impl PhysMem {
     fn claim_for_free(&self, pfn: Pfn) -> bool {
         let f = self.frame(pfn);
         let fl = f.flags.load(Ordering::Acquire);
-        if fl & flags::ALLOCATED == 0
-            || f.flags.compare_exchange(fl, 0, Ordering::AcqRel, Ordering::Relaxed).is_err()
-        {
+        if fl & flags::ALLOCATED == 0 || f.flags.compare_exchange(fl, 0, Ordering::AcqRel, Ordering::Relaxed).is_err() {
             self.bad_frees.fetch_add(1, Ordering::Relaxed);
             return false;
         }

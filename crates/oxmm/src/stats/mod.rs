@@ -70,7 +70,9 @@ pub struct Counters {
 impl Counters {
     /// Zeroed counters for `cpus` CPUs.
     pub fn new(cpus: usize) -> Counters {
-        Counters { cpus: (0..cpus.max(1)).map(|_| CachePadded::new(core::array::from_fn(|_| AtomicI64::new(0)))).collect() }
+        Counters {
+            cpus: (0..cpus.max(1)).map(|_| CachePadded::new(core::array::from_fn(|_| AtomicI64::new(0)))).collect(),
+        }
     }
 
     /// Add `n` to `s` on `cpu`.

@@ -25,7 +25,17 @@ pub struct MmuGather<'a> {
 impl<'a> MmuGather<'a> {
     /// An empty batch for the mm `asid`, run on `cpu`.
     pub fn new(sys: &'a System, cpu: CpuId, asid: u64) -> MmuGather<'a> {
-        MmuGather { sys, cpu, asid, start: u64::MAX, end: 0, full: false, pages: Vec::new(), tables: Vec::new(), done: false }
+        MmuGather {
+            sys,
+            cpu,
+            asid,
+            start: u64::MAX,
+            end: 0,
+            full: false,
+            pages: Vec::new(),
+            tables: Vec::new(),
+            done: false,
+        }
     }
 
     /// The CPU doing the work.
