@@ -30,7 +30,7 @@ fn bench(c: &mut Criterion) {
 
     c.bench_function("tlb_hit_read_u64", |b| b.iter(|| black_box(cpu.read_u64(black_box(target)))));
     c.bench_function("tlb_hit_write_u64", |b| b.iter(|| cpu.write_u64(black_box(target), black_box(7))));
-    let host = vec![5u64; 16];
+    let host = [5u64; 16];
     c.bench_function("host_read_u64", |b| {
         // SAFETY: `host[3]` is a valid, aligned u64 owned by this function.
         b.iter(|| black_box(unsafe { std::ptr::read_volatile(black_box(&host[3]) as *const u64) }))

@@ -162,13 +162,13 @@ impl Cpu {
     pub fn read_u64(&mut self, va: VirtAddr) -> Result<u64, Fault> {
         let a = va.as_u64();
         if a & 7 == 0 {
-            // SAFETY:
-            // - `page` is the host address of a frame the MMU translated
-            //   `a` to, inside the arena, and stays a frame of this mapping
-            //   until the window closes (the flush protocol);
-            // - `a & 0xfff` is 8-aligned, so the 8 bytes are in the page and
-            //   aligned for an atomic access.
             self.with_page(a, false, |page| {
+                // SAFETY:
+                // - `page` is the host address of a frame the MMU translated
+                //   `a` to, inside the arena, and stays a frame of this
+                //   mapping until the window closes (the flush protocol);
+                // - `a & 0xfff` is 8-aligned, so the 8 bytes are in the page
+                //   and aligned for an atomic access.
                 unsafe { HwAtomicU64::from_ptr((page + (a & 0xfff)) as *mut u64) }.load(Ordering::Relaxed)
             })
         } else {
@@ -183,8 +183,8 @@ impl Cpu {
     pub fn write_u64(&mut self, va: VirtAddr, v: u64) -> Result<(), Fault> {
         let a = va.as_u64();
         if a & 7 == 0 {
-            // SAFETY: as in `read_u64`, for a translation allowing writes.
             self.with_page(a, true, |page| {
+                // SAFETY: as in `read_u64`, for a translation allowing writes.
                 unsafe { HwAtomicU64::from_ptr((page + (a & 0xfff)) as *mut u64) }.store(v, Ordering::Relaxed)
             })
         } else {
@@ -196,8 +196,8 @@ impl Cpu {
     #[inline]
     pub fn read_u8(&mut self, va: VirtAddr) -> Result<u8, Fault> {
         let a = va.as_u64();
-        // SAFETY: as in `read_u64`; one byte at an in-page offset.
         self.with_page(a, false, |page| {
+            // SAFETY: as in `read_u64`; one byte at an in-page offset.
             unsafe { HwAtomicU8::from_ptr((page + (a & 0xfff)) as *mut u8) }.load(Ordering::Relaxed)
         })
     }
@@ -206,8 +206,8 @@ impl Cpu {
     #[inline]
     pub fn write_u8(&mut self, va: VirtAddr, v: u8) -> Result<(), Fault> {
         let a = va.as_u64();
-        // SAFETY: as in `read_u64`, for a translation allowing writes.
         self.with_page(a, true, |page| {
+            // SAFETY: as in `read_u64`, for a translation allowing writes.
             unsafe { HwAtomicU8::from_ptr((page + (a & 0xfff)) as *mut u8) }.store(v, Ordering::Relaxed)
         })
     }
