@@ -13,13 +13,20 @@ fn oxmm(args: &[&str], script: &Path) -> (i32, String, String) {
         .args(["--mem-mib", "64"].iter().filter(|_| !args.contains(&"--native")))
         .output()
         .expect("run oxmm");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 fn scripts() -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ops/anon");
-    let mut v: Vec<PathBuf> =
-        std::fs::read_dir(&dir).expect("scripts dir").map(|e| e.expect("entry").path()).filter(|p| p.extension().is_some_and(|e| e == "ops")).collect();
+    let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("scripts dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "ops"))
+        .collect();
     v.sort();
     assert!(v.len() >= 4, "expected the anonymous-memory scripts in {}", dir.display());
     v
@@ -42,7 +49,12 @@ fn hosted_output_equals_linux_output() {
             }
         }
         if hout.lines().count() != nout.lines().count() {
-            failures.push(format!("{}: {} lines from oxmm, {} from Linux", s.display(), hout.lines().count(), nout.lines().count()));
+            failures.push(format!(
+                "{}: {} lines from oxmm, {} from Linux",
+                s.display(),
+                hout.lines().count(),
+                nout.lines().count()
+            ));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));

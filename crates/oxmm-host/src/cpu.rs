@@ -339,7 +339,7 @@ impl Cpu {
     }
     /// `mincore`.
     pub fn mincore(&mut self, addr: u64, len: u64) -> SysResult<Vec<u8>> {
-        self.mm()?.mincore(addr, len)
+        self.mm()?.mincore(self.id, addr, len)
     }
     /// `brk`.
     pub fn brk(&mut self, new: u64) -> SysResult<u64> {

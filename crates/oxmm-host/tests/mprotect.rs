@@ -126,7 +126,7 @@ fn protecting_the_middle_splits_the_mapping() {
     rig.cpu.mprotect(p.as_u64() + 2 * PAGE, 2 * PAGE, Prot::RW).unwrap();
     rig.cpu.fill(p, 6 * PAGE, 3).unwrap();
     assert_eq!(rig.cpu.sum(p, 6 * PAGE).unwrap(), 3 * 6 * PAGE);
-    assert_eq!(rig.proc.mm().read().vmas.len(), 1, "the split VMAs merged back");
+    assert_eq!(rig.proc.mm().read(rig.cpu.id()).vmas.len(), 1, "the split VMAs merged back");
 }
 
 #[test]
@@ -137,7 +137,7 @@ fn protecting_one_page_of_a_fresh_mapping() {
     rig.cpu.write_u8(p, 1).unwrap();
     rig.cpu.write_u8(p + 2 * PAGE, 1).unwrap();
     rig.assert_read_segv(p + PAGE);
-    assert_eq!(rig.proc.mm().read().vmas.len(), 3);
+    assert_eq!(rig.proc.mm().read(rig.cpu.id()).vmas.len(), 3);
 }
 
 #[test]

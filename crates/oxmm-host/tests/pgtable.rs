@@ -96,7 +96,7 @@ fn munmap_of_one_page_in_the_middle_keeps_the_rest() {
         assert_eq!(rig.cpu.sum(p + i * PAGE, PAGE).unwrap(), (i + 1) * PAGE, "page {i}");
     }
     assert_eq!(rig.rss_anon(), n - 1);
-    assert_eq!(rig.proc.mm().read().vmas.len(), 2);
+    assert_eq!(rig.proc.mm().read(rig.cpu.id()).vmas.len(), 2);
 }
 
 #[test]

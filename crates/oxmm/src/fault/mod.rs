@@ -80,7 +80,7 @@ fn handle_locked(mm: &Mm, cpu: CpuId, va: VirtAddr, access: Access) -> Result<()
     if va.as_u64() >= TASK_SIZE {
         return Err(FaultError::Segv);
     }
-    let st = mm.read();
+    let st = mm.read(cpu);
     let vma = *st.vmas.find(va.as_u64()).ok_or(FaultError::Segv)?;
     let allowed = match access {
         Access::Read => vma.prot.readable(),

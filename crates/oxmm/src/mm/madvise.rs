@@ -59,7 +59,7 @@ impl Mm {
                 return self.populate_advice(cpu, addr, end, adv == Advice::PopulateWrite)
             }
             Advice::WillNeed | Advice::Cold | Advice::PageOut | Advice::Free | Advice::Collapse => {
-                let st = self.read();
+                let st = self.read(cpu);
                 return if st.vmas.covers(addr, end) { Ok(()) } else { Err(Errno::ENOMEM) };
             }
         };
@@ -81,7 +81,7 @@ impl Mm {
     /// `EFAULT` (Linux's answer for a failed populate); no memory is
     /// `ENOMEM`.
     fn populate_advice(&self, cpu: CpuId, addr: u64, end: u64, write: bool) -> SysResult<()> {
-        if !self.read().vmas.covers(addr, end) {
+        if !self.read(cpu).vmas.covers(addr, end) {
             return Err(Errno::ENOMEM);
         }
         let access = if write { Access::Write } else { Access::Read };
@@ -97,7 +97,7 @@ impl Mm {
     }
 
     fn dontneed(&self, cpu: CpuId, addr: u64, end: u64, locked_too: bool) -> SysResult<()> {
-        let st = self.read();
+        let st = self.read(cpu);
         let vmas = st.vmas.overlapping(addr, end);
         if !locked_too && vmas.iter().any(|v| v.flags & vmflags::LOCKED != 0) {
             return Err(Errno::EINVAL);

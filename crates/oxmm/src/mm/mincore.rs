@@ -8,6 +8,7 @@ use crate::addr::{VirtAddr, PAGE_SIZE};
 use crate::arch::load_entry;
 use crate::errno::{Errno, SysResult};
 use crate::pgtable::cursor::{walk_range, Step};
+use crate::platform::CpuId;
 
 impl Mm {
     /// `mincore(addr, len)`: one byte per page, 1 if resident.
@@ -15,7 +16,7 @@ impl Mm {
     /// `EINVAL` for an unaligned address; `ENOMEM` if the range leaves the
     /// address space or any page of it is unmapped. A page mapped to the
     /// zero page, or PROT_NONE but holding a frame, is resident, as on Linux.
-    pub fn mincore(&self, addr: u64, len: u64) -> SysResult<Vec<u8>> {
+    pub fn mincore(&self, cpu: CpuId, addr: u64, len: u64) -> SysResult<Vec<u8>> {
         if !addr.is_multiple_of(PAGE_SIZE) {
             return Err(Errno::EINVAL);
         }
@@ -24,7 +25,7 @@ impl Mm {
         }
         let pages = len.div_ceil(PAGE_SIZE);
         let end = addr + pages * PAGE_SIZE;
-        let st = self.read();
+        let st = self.read(cpu);
         if !st.vmas.covers(addr, end) {
             return Err(Errno::ENOMEM);
         }

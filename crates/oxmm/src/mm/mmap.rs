@@ -170,7 +170,7 @@ impl Mm {
     }
 
     /// The heap's start (where `brk` began).
-    pub fn start_brk(&self) -> u64 {
-        self.read().start_brk
+    pub fn start_brk(&self, cpu: CpuId) -> u64 {
+        self.read(cpu).start_brk
     }
 }

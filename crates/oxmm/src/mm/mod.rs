@@ -23,7 +23,8 @@ use alloc::sync::Arc;
 use crate::addr::{Pfn, VirtAddr, PAGE_SIZE};
 use crate::errno::{Errno, SysResult};
 use crate::platform::{CpuId, CpuMask};
-use crate::sync::{new_rwlock, AtomicBool, AtomicU64, Ordering, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use crate::sync::brlock::{BrLock, BrReadGuard, BrWriteGuard};
+use crate::sync::{AtomicBool, AtomicU64, Ordering};
 use crate::system::System;
 use crate::tlb::MmuGather;
 
@@ -57,7 +58,7 @@ pub struct Mm {
     sys: Arc<System>,
     id: u64,
     root: Pfn,
-    state: RwLock<MmState>,
+    state: BrLock<MmState>,
     cpumask: AtomicU64,
     rss: rss::RssCounters,
     dead: AtomicBool,
@@ -72,7 +73,10 @@ impl Mm {
             sys: sys.clone(),
             id,
             root,
-            state: new_rwlock(MmState { vmas: VmaTree::new(), start_brk: BRK_START, brk: BRK_START }),
+            state: BrLock::new(
+                sys.platform().cpus(),
+                MmState { vmas: VmaTree::new(), start_brk: BRK_START, brk: BRK_START },
+            ),
             cpumask: AtomicU64::new(0),
             rss: rss::RssCounters::new(sys.platform().cpus()),
             dead: AtomicBool::new(false),
@@ -97,13 +101,15 @@ impl Mm {
         self.root
     }
 
-    /// The mmap lock, shared.
-    pub fn read(&self) -> RwLockReadGuard<'_, MmState> {
-        self.state.read()
+    /// The mmap lock, shared, taken on `cpu` (it writes only that CPU's
+    /// reader count: see [`BrLock`]).
+    #[inline]
+    pub fn read(&self, cpu: CpuId) -> BrReadGuard<'_, MmState> {
+        self.state.read(cpu)
     }
 
     /// The mmap lock, exclusive.
-    pub fn write(&self) -> RwLockWriteGuard<'_, MmState> {
+    pub fn write(&self) -> BrWriteGuard<'_, MmState> {
         self.state.write()
     }
 

@@ -6,7 +6,10 @@
 //! The locks are `lock_api` types over [`RawSpin`] / [`RawRwSpin`], spin
 //! locks written against the shimmed atomics: the `spin` crate's locks use
 //! `core` atomics directly and so would be invisible to loom, and a no_std
-//! kernel has nothing to sleep on anyway.
+//! kernel has nothing to sleep on anyway. The mmap lock is [`brlock::BrLock`],
+//! a reader-writer lock with per-CPU reader counts.
+
+pub mod brlock;
 
 #[cfg(not(loom))]
 pub use core::sync::atomic::{fence, AtomicBool, AtomicI32, AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
