@@ -97,10 +97,6 @@ impl Cpu {
         self.mm.as_ref()
     }
 
-    fn mm_or_segv(&self, va: u64) -> Result<&Arc<Mm>, Fault> {
-        self.mm.as_ref().ok_or(Fault { kind: FaultError::Segv, addr: VirtAddr::new_truncate(va) })
-    }
-
     // ---- the software MMU -------------------------------------------------
 
     /// The host address of the page holding `va`, for an access of kind
@@ -117,28 +113,34 @@ impl Cpu {
         self.miss(va, write)
     }
 
+    /// The TLB missed (or the entry forbids a write): walk, fault, retry.
+    ///
+    /// Borrows the CPU's fields one by one rather than cloning the `Arc`s
+    /// of the mm and the system: an `Arc` clone is a write to a cache line
+    /// every CPU shares, which the fault path must not make.
     #[cold]
     fn miss(&mut self, va: u64, write: bool) -> Result<u64, Fault> {
         let addr =
             VirtAddr::try_new(va).map_err(|_| Fault { kind: FaultError::Segv, addr: VirtAddr::new_truncate(va) })?;
-        let mm = self.mm_or_segv(va)?.clone();
-        let sys = self.machine.sys().clone();
+        let Cpu { id, machine, tlb, local, mm, base, .. } = self;
+        let mm = mm.as_deref().ok_or(Fault { kind: FaultError::Segv, addr })?;
+        let sys = machine.sys();
         loop {
             // An exited mm's tables are freed after a flush this window's
             // entry has seen (its `dead` store precedes the flush request).
             if mm.is_dead() {
                 return Err(Fault { kind: FaultError::Segv, addr });
             }
-            match translate(&sys, mm.root(), addr, write) {
+            match translate(sys, mm.root(), addr, write) {
                 Ok(t) => {
-                    let host = self.base + t.pfn.as_u64() * PAGE_SIZE;
-                    self.tlb.fill(va >> 12, host | if t.writable { DATA_WRITABLE } else { 0 });
+                    let host = *base + t.pfn.as_u64() * PAGE_SIZE;
+                    tlb.fill(va >> 12, host | if t.writable { DATA_WRITABLE } else { 0 });
                     return Ok(host);
                 }
                 Err(_) => {
-                    self.tlb.exit(&mut self.local);
-                    let r = handle_fault(&mm, self.id, addr, if write { Access::Write } else { Access::Read });
-                    self.tlb.enter(&mut self.local);
+                    tlb.exit(local);
+                    let r = handle_fault(mm, *id, addr, if write { Access::Write } else { Access::Read });
+                    tlb.enter(local);
                     if let Err(kind) = r {
                         return Err(Fault { kind, addr });
                     }

@@ -65,7 +65,7 @@ impl Machine {
         let platform = Arc::new(HostPlatform::new(arena, config.cpus));
         let sys = System::new(
             platform.clone(),
-            SystemConfig { nodes: config.nodes, movable_percent: config.movable_percent },
+            SystemConfig { nodes: config.nodes, movable_percent: config.movable_percent, ..SystemConfig::default() },
         )
         .map_err(|e| HostError::Config(format!("boot failed: {e}")))?;
         Ok(Arc::new(Machine {
@@ -110,6 +110,12 @@ impl Machine {
     /// on `cpu`.
     pub fn new_process(&self, cpu: &Cpu) -> Result<Process, oxmm::Errno> {
         Ok(Process::new(Mm::new(&self.sys, cpu.id())?))
+    }
+
+    /// A new process whose RSS counters are kept in `mode` (per CPU, or one
+    /// shared set), whatever the machine's default.
+    pub fn new_process_with_rss(&self, cpu: &Cpu, mode: oxmm::system::RssMode) -> Result<Process, oxmm::Errno> {
+        Ok(Process::new(Mm::with_rss_mode(&self.sys, cpu.id(), mode)?))
     }
 
     /// Run the invariant checker.

@@ -1,9 +1,12 @@
 //! The system: physical memory, the direct map, the zero page and the
 //! counters, shared by every address space.
 
+use alloc::boxed::Box;
 use alloc::collections::BTreeMap;
 use alloc::sync::{Arc, Weak};
+
 use core::sync::atomic::AtomicU64 as HwAtomicU64;
+use crossbeam_utils::CachePadded;
 
 use crate::addr::{Pfn, PAGE_SIZE};
 use crate::errno::Errno;
@@ -12,22 +15,43 @@ use crate::phys::frame::flags;
 use crate::phys::{Gfp, PhysConfig, PhysMem};
 use crate::platform::{CpuId, Platform};
 use crate::stats::{Counters, MemInfo, Stat, VmStat};
-use crate::sync::{new_mutex, AtomicU64, Mutex, Ordering};
+use crate::sync::{new_mutex, AtomicU32, AtomicU64, Mutex, Ordering};
 
-/// How the system is laid out.
-#[derive(Clone, Copy, Debug)]
+/// How the system is laid out and which policies it runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SystemConfig {
     /// NUMA nodes.
     pub nodes: usize,
     /// Percent of each node in the movable zone.
     pub movable_percent: u64,
+    /// How RSS is counted.
+    pub rss_mode: RssMode,
+    /// Anticipatory prefault (seed 003): `Some(max_order)` maps up to
+    /// 2^max_order extra pages per predicted fault; `None` is off, as on
+    /// Linux (op scripts compare RSS with the kernel's, so off is the
+    /// default). [`System::set_prefault`] changes it at run time.
+    pub prefault: Option<u8>,
 }
 
 impl Default for SystemConfig {
     fn default() -> Self {
-        SystemConfig { nodes: 1, movable_percent: 75 }
+        SystemConfig { nodes: 1, movable_percent: 75, rss_mode: RssMode::PerCpu, prefault: None }
     }
 }
+
+/// How per-mm RSS counters are kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RssMode {
+    /// One counter triple per CPU, folded on read (seed 002's "sloppy rss",
+    /// exact after fold): no shared cache line is written by a fault.
+    PerCpu,
+    /// One shared atomic triple per mm, exact at every instant: every fault
+    /// writes a cache line all CPUs share (kept to measure that cost).
+    Shared,
+}
+
+/// The largest prefault order accepted (2^6 = 64 extra pages).
+pub const PREFAULT_MAX_ORDER: u8 = 6;
 
 /// The memory system of one machine.
 pub struct System {
@@ -39,6 +63,10 @@ pub struct System {
     /// Event and page counters.
     pub stats: Counters,
     zero: Pfn,
+    config: SystemConfig,
+    /// `max_order + 1` while prefault is on, 0 while off.
+    prefault: AtomicU32,
+    predictors: Box<[CachePadded<crate::fault::prefault::Predictor>]>,
     next_mm_id: AtomicU64,
     mms: Mutex<BTreeMap<u64, Weak<Mm>>>,
 }
@@ -75,12 +103,43 @@ impl System {
             phys,
             stats: Counters::new(cpus),
             zero,
+            config: cfg,
+            prefault: AtomicU32::new(cfg.prefault.map_or(0, |o| u32::from(o.min(PREFAULT_MAX_ORDER)) + 1)),
+            predictors: (0..cpus).map(|_| CachePadded::new(crate::fault::prefault::Predictor::new())).collect(),
             next_mm_id: AtomicU64::new(1),
             mms: new_mutex(BTreeMap::new()),
         };
         sys.zero_frame(zero);
         sys.phys.reserve(zero, flags::ZERO);
         Ok(Arc::new(sys))
+    }
+
+    /// The configuration booted with (prefault may have changed since:
+    /// see [`System::prefault`]).
+    pub fn config(&self) -> SystemConfig {
+        self.config
+    }
+
+    /// The prefault maximum order, or `None` while prefault is off.
+    #[inline]
+    pub fn prefault(&self) -> Option<u8> {
+        match self.prefault.load(Ordering::Relaxed) {
+            0 => None,
+            n => Some((n - 1) as u8),
+        }
+    }
+
+    /// Turn prefault on with `Some(max_order)` (capped at
+    /// [`PREFAULT_MAX_ORDER`]) or off with `None`.
+    pub fn set_prefault(&self, max_order: Option<u8>) {
+        let v = max_order.map_or(0, |o| u32::from(o.min(PREFAULT_MAX_ORDER)) + 1);
+        self.prefault.store(v, Ordering::Relaxed);
+    }
+
+    /// The prefault predictor of `cpu`.
+    #[inline]
+    pub(crate) fn predictor(&self, cpu: CpuId) -> &crate::fault::prefault::Predictor {
+        &self.predictors[cpu.index() % self.predictors.len()]
     }
 
     /// The platform.
@@ -219,6 +278,19 @@ impl System {
 
     /// vmstat.
     pub fn vmstat(&self) -> VmStat {
-        VmStat { counters: Stat::ALL.iter().map(|s| (s.name(), self.stats.get(*s))).collect() }
+        let mut counters: alloc::vec::Vec<(&'static str, i64)> =
+            Stat::ALL.iter().map(|s| (s.name(), self.stats.get(*s))).collect();
+        counters.push(("zone_lock_batches", self.phys.zone_lock_takes() as i64));
+        VmStat { counters }
+    }
+
+    /// Writes to cache lines that several CPUs write, made so far: the
+    /// counted sites are every such write reachable from the fault path
+    /// (zone-lock batches of the page allocator, shared RSS counters, TLB
+    /// flush requests to other CPUs). The PTE and its page-table page, and
+    /// the metadata of the frame being mapped, are not counted: they are
+    /// the fault's own work. See `oxmm bench faults`.
+    pub fn shared_writes(&self) -> u64 {
+        self.stats.get(Stat::SharedWrite).max(0) as u64 + self.phys.zone_lock_takes()
     }
 }

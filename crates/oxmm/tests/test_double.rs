@@ -102,8 +102,11 @@ fn the_frame_source_catches_a_double_free() {
 #[test]
 fn numa_nodes_and_zones_split_memory() {
     let platform = common::TestPlatform::new(4096, 4);
-    let sys =
-        oxmm::system::System::new(platform, oxmm::system::SystemConfig { nodes: 2, movable_percent: 50 }).unwrap();
+    let sys = oxmm::system::System::new(
+        platform,
+        oxmm::system::SystemConfig { nodes: 2, movable_percent: 50, ..Default::default() },
+    )
+    .unwrap();
     let zones = sys.phys.zones();
     assert_eq!(zones.len(), 4);
     assert_eq!(zones.iter().map(|z| z.end.as_u64() - z.start.as_u64()).sum::<u64>(), 4096);

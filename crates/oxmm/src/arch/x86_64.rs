@@ -11,6 +11,7 @@
 //! | 6 | D | dirty (set by the MMU on a write) |
 //! | 7 | PS | page size: a leaf at level 2 (2 MiB) or 3 (1 GiB) |
 //! | 8 | G | global; with P clear, Linux's `_PAGE_PROTNONE` |
+//! | 9 | (software) | mapped by prefault ahead of use |
 //! | 12–51 | frame | physical frame number |
 //! | 63 | NX | no execute |
 //!
@@ -50,6 +51,9 @@ impl Pte {
     pub const GLOBAL: u64 = 1 << 8;
     /// With PRESENT clear: a PROT_NONE mapping that keeps its frame.
     pub const PROTNONE: u64 = 1 << 8;
+    /// Software bit 9 (ignored by the MMU): mapped ahead of use by
+    /// prefault. With ACCESSED still clear at unmap, the page was never used.
+    pub const SW_PREFAULT: u64 = 1 << 9;
     /// No execute.
     pub const NX: u64 = 1 << 63;
     /// The frame-number field, bits 12–51.

@@ -12,15 +12,15 @@
 //! lines written are the PTE's and the frame's own metadata; counters are
 //! per CPU.
 
-use core::sync::atomic::AtomicU64 as HwAtomicU64;
-
-use crate::addr::VirtAddr;
+use super::prefault;
+use crate::addr::{Pfn, VirtAddr};
 use crate::arch::{cas_entry, Pte};
 use crate::fault::{Access, FaultError};
 use crate::mm::rss::RssKind;
 use crate::mm::vma::Vma;
 use crate::mm::Mm;
 use crate::phys::frame::flags;
+use crate::phys::Gfp;
 use crate::platform::CpuId;
 use crate::stats::Stat;
 use crate::sync::Ordering;
@@ -38,51 +38,109 @@ pub(crate) fn anon_leaf_flags(vma: &Vma, write: bool) -> u64 {
     bits
 }
 
-/// Map a new page (write) or the zero page (read) at `va`.
+/// Map a new page (write) or the zero page (read) at `va`, and the rest of
+/// the prefault window if there is one.
 ///
-/// Enters with: the mmap read lock; `slot` is the PTE for `va`, seen empty.
-/// Returns with: the same lock.
+/// Enters with: the mmap read lock; the PTE for `va` in `table` was seen
+/// empty. Returns with: the same lock.
 pub fn do_anonymous_page(
     mm: &Mm,
     cpu: CpuId,
     vma: &Vma,
     va: VirtAddr,
-    slot: &HwAtomicU64,
+    table: Pfn,
     access: Access,
 ) -> Result<(), FaultError> {
     let sys = &**mm.sys();
+    let pages = prefault::window(sys, mm, cpu, vma, va);
+    let idx = va.table_index(1);
+    // `window` clips to the PTE table, so every slot is in `table`.
+    debug_assert!(idx + pages <= 512);
+    // SAFETY (for every `entry` below): `table` is a live PTE table while
+    // the mmap read lock is held; `idx + k < 512` because the window is
+    // clipped to the table.
     if access == Access::Read {
-        let pte = Pte::new(sys.zero_pfn(), anon_leaf_flags(vma, false));
-        if cas_entry(slot, Pte::NONE, pte).is_ok() {
-            sys.stats.inc(cpu, Stat::ZeroPageMap);
-        } else {
-            sys.stats.inc(cpu, Stat::FaultRaceLost);
+        let mut mapped = 0;
+        for k in 0..pages {
+            let flags = prefault_bits(anon_leaf_flags(vma, false), k);
+            let pte = Pte::new(sys.zero_pfn(), flags);
+            // SAFETY: see above.
+            if cas_entry(unsafe { sys.entry(table, idx + k) }, Pte::NONE, pte).is_ok() {
+                mapped += 1;
+                if k == 0 {
+                    sys.stats.inc(cpu, Stat::ZeroPageMap);
+                }
+            } else if k == 0 {
+                sys.stats.inc(cpu, Stat::FaultRaceLost);
+            }
         }
+        count_window(sys, cpu, pages, mapped);
         return Ok(());
     }
-    let pfn = sys.alloc_user_page(cpu).ok_or(FaultError::Oom)?;
-    let f = sys.phys.frame(pfn);
-    f.index.store(va.vpn(), Ordering::Relaxed);
-    f.mapping.store(mm.id(), Ordering::Relaxed);
-    f.mapcount.store(1, Ordering::Relaxed);
-    f.flags.fetch_or(flags::ANON, Ordering::Relaxed);
-    let pte = Pte::new(pfn, anon_leaf_flags(vma, true));
-    // Release (in cas_entry): publishes the zeroed page and the metadata
-    // above; pairs with the Acquire load in walkers and rmap.
-    match cas_entry(slot, Pte::NONE, pte) {
-        Ok(_) => {
-            mm.rss_counters().add(cpu, RssKind::Anon, 1);
-            sys.stats.inc(cpu, Stat::AnonFaultAlloc);
-            sys.stats.inc(cpu, Stat::NrAnonPages);
-            Ok(())
+    let mut frames = [Pfn::default(); prefault::MAX_WINDOW];
+    let got = if pages == 1 {
+        match sys.phys.alloc_frame(cpu, Gfp::MOVABLE) {
+            Some(p) => {
+                frames[0] = p;
+                1
+            }
+            None => 0,
         }
-        Err(_) => {
+    } else {
+        // Allocation failure after the first page shortens the window.
+        sys.phys.alloc_batch(cpu, Gfp::MOVABLE, &mut frames[..pages])
+    };
+    if got == 0 {
+        return Err(FaultError::Oom);
+    }
+    let mut installed = 0i64;
+    for (k, &pfn) in frames[..got].iter().enumerate() {
+        sys.zero_frame(pfn);
+        let f = sys.phys.frame(pfn);
+        f.index.store(va.vpn() + k as u64, Ordering::Relaxed);
+        f.mapping.store(mm.id(), Ordering::Relaxed);
+        f.mapcount.store(1, Ordering::Relaxed);
+        f.flags.fetch_or(flags::ANON, Ordering::Relaxed);
+        let pte = Pte::new(pfn, prefault_bits(anon_leaf_flags(vma, true), k));
+        // Release (in cas_entry): publishes the zeroed page and the metadata
+        // above; pairs with the Acquire load in walkers and rmap.
+        // SAFETY: see above.
+        if cas_entry(unsafe { sys.entry(table, idx + k) }, Pte::NONE, pte).is_ok() {
+            installed += 1;
+        } else {
             // Lost the race: the frame was never visible. Undo and free.
             f.mapcount.store(0, Ordering::Relaxed);
             f.flags.fetch_and(!flags::ANON, Ordering::Relaxed);
             sys.phys.free_frame(cpu, pfn);
-            sys.stats.inc(cpu, Stat::FaultRaceLost);
-            Ok(())
+            if k == 0 {
+                sys.stats.inc(cpu, Stat::FaultRaceLost);
+            }
         }
+    }
+    if installed > 0 {
+        mm.add_rss(cpu, RssKind::Anon, installed);
+        sys.stats.add(cpu, Stat::AnonFaultAlloc, installed);
+        sys.stats.add(cpu, Stat::NrAnonPages, installed);
+    }
+    count_window(sys, cpu, got, installed as usize);
+    Ok(())
+}
+
+/// Extra pages of a window go in without the accessed bit and with the
+/// prefault software bit (so unused ones can be counted at unmap).
+#[inline(always)]
+fn prefault_bits(bits: u64, k: usize) -> u64 {
+    if k == 0 {
+        bits
+    } else {
+        (bits & !Pte::ACCESSED) | Pte::SW_PREFAULT
+    }
+}
+
+#[inline]
+fn count_window(sys: &crate::system::System, cpu: CpuId, window: usize, mapped: usize) {
+    if window > 1 {
+        sys.stats.inc(cpu, Stat::PrefaultWindow);
+        sys.stats.add(cpu, Stat::PrefaultPages, mapped.saturating_sub(1) as i64);
     }
 }

@@ -8,8 +8,8 @@
 //!
 //! | PTE | access | action |
 //! |---|---|---|
-//! | none | read | map the shared zero page read-only ([`anon`]) |
-//! | none | write | map a zeroed private page ([`anon`]) |
+//! | none | read | map the shared zero page read-only ([`anon`]), and more ahead if predicted ([`prefault`]) |
+//! | none | write | map a zeroed private page ([`anon`]), and more ahead if predicted ([`prefault`]) |
 //! | present, read-only | write | zero page: replace it; anon exclusive: make writable; shared: copy ([`wp`]) |
 //! | present, allowing the access | any | nothing: another CPU won the race, or this CPU's TLB was stale |
 //!
@@ -19,12 +19,13 @@
 //! Enters with: no lock. Returns with: no lock.
 
 pub mod anon;
+pub mod prefault;
 pub mod wp;
 
 use crate::addr::VirtAddr;
 use crate::arch::load_entry;
 use crate::mm::{Mm, TASK_SIZE};
-use crate::pgtable::{pte_slot_alloc, SlotError};
+use crate::pgtable::{pte_table_alloc, SlotError};
 use crate::platform::CpuId;
 use crate::stats::Stat;
 
@@ -91,15 +92,18 @@ fn handle_locked(mm: &Mm, cpu: CpuId, va: VirtAddr, access: Access) -> Result<()
     }
     let sys = &**mm.sys();
     let page = va.align_down(4096);
-    let slot = match pte_slot_alloc(sys, cpu, mm.id(), mm.root(), page) {
-        Ok(s) => s,
+    let table = match pte_table_alloc(sys, cpu, mm.id(), mm.root(), page) {
+        Ok(t) => t,
         Err(SlotError::Oom) => return Err(FaultError::Oom),
         // A huge leaf maps it: the walk will use it.
         Err(SlotError::Huge(_)) | Err(SlotError::Missing) => return Ok(()),
     };
+    // SAFETY: `table` is a live PTE table while the mmap read lock is held
+    // (tables are freed only under the write lock); the index is < 512.
+    let slot = unsafe { sys.entry(table, page.table_index(1)) };
     let pte = load_entry(slot);
     if pte.is_none() {
-        return anon::do_anonymous_page(mm, cpu, &vma, page, slot, access);
+        return anon::do_anonymous_page(mm, cpu, &vma, page, table, access);
     }
     if pte.is_present() {
         if access == Access::Write && !pte.is_writable() {

@@ -66,7 +66,7 @@ pub fn do_wp_page(
     let new = Pte::new(pfn, anon_leaf_flags(vma, true));
     match cas_entry(slot, old, new) {
         Ok(_) => {
-            mm.rss_counters().add(cpu, RssKind::Anon, 1);
+            mm.add_rss(cpu, RssKind::Anon, 1);
             sys.stats.inc(cpu, Stat::AnonFaultAlloc);
             sys.stats.inc(cpu, Stat::NrAnonPages);
             PendingFlush::new(mm.id(), va, va + PAGE_SIZE).flush(sys, cpu, mm.cpumask());
@@ -74,7 +74,7 @@ pub fn do_wp_page(
                 let of = sys.phys.frame(old_pfn);
                 of.mapcount.fetch_sub(1, Ordering::AcqRel);
                 if of.has(flags::ANON) {
-                    mm.rss_counters().add(cpu, RssKind::Anon, -1);
+                    mm.add_rss(cpu, RssKind::Anon, -1);
                 }
                 sys.put_page(cpu, old_pfn);
             }

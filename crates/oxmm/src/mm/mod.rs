@@ -65,8 +65,15 @@ pub struct Mm {
 }
 
 impl Mm {
-    /// A new, empty address space (its root table is allocated on `cpu`).
+    /// A new, empty address space (its root table is allocated on `cpu`),
+    /// counting RSS as the system's configuration says.
     pub fn new(sys: &Arc<System>, cpu: CpuId) -> SysResult<Arc<Mm>> {
+        Mm::with_rss_mode(sys, cpu, sys.config().rss_mode)
+    }
+
+    /// A new, empty address space with its own RSS counting mode (the fault
+    /// benchmark runs both modes on one machine).
+    pub fn with_rss_mode(sys: &Arc<System>, cpu: CpuId, rss_mode: crate::system::RssMode) -> SysResult<Arc<Mm>> {
         let id = sys.new_mm_id();
         let root = sys.alloc_table(cpu, id).ok_or(Errno::ENOMEM)?;
         let mm = Arc::new(Mm {
@@ -78,7 +85,7 @@ impl Mm {
                 MmState { vmas: VmaTree::new(), start_brk: BRK_START, brk: BRK_START },
             ),
             cpumask: AtomicU64::new(0),
-            rss: rss::RssCounters::new(sys.platform().cpus()),
+            rss: rss::RssCounters::new(sys.platform().cpus(), rss_mode),
             dead: AtomicBool::new(false),
         });
         sys.register_mm(id, Arc::downgrade(&mm));
@@ -133,6 +140,15 @@ impl Mm {
     /// RSS counters.
     pub fn rss_counters(&self) -> &rss::RssCounters {
         &self.rss
+    }
+
+    /// Add `n` pages of `kind` to the RSS, on `cpu`.
+    #[inline(always)]
+    pub fn add_rss(&self, cpu: CpuId, kind: RssKind, n: i64) {
+        self.rss.add(cpu, kind, n);
+        if self.rss.is_shared() {
+            self.sys.stats.inc(cpu, crate::stats::Stat::SharedWrite);
+        }
     }
 
     /// The resident set, folded exactly.

@@ -21,7 +21,7 @@ const PROT_GROWSUP: u32 = 0x0200_0000;
 
 /// The leaf bits a VMA protection gives a PTE mapping `pfn`.
 pub(crate) fn leaf_bits(sys: &System, prot: Prot, pfn: Pfn, old: Pte) -> Pte {
-    let keep = old.0 & (Pte::FRAME_MASK | Pte::ACCESSED | Pte::DIRTY | Pte::PS);
+    let keep = old.0 & (Pte::FRAME_MASK | Pte::ACCESSED | Pte::DIRTY | Pte::PS | Pte::SW_PREFAULT);
     if !prot.readable() {
         return Pte((keep | Pte::PROTNONE) & !Pte::PRESENT);
     }

@@ -48,19 +48,31 @@ impl Rss {
 /// Per-CPU RSS counters of one mm.
 pub struct RssCounters {
     cpus: Box<[CachePadded<[AtomicI64; 3]>]>,
+    shared: bool,
 }
 
 impl RssCounters {
-    /// Zeroed counters for `cpus` CPUs.
-    pub fn new(cpus: usize) -> Self {
+    /// Zeroed counters for `cpus` CPUs (one shared triple in
+    /// [`RssMode::Shared`](crate::system::RssMode::Shared)).
+    pub fn new(cpus: usize, mode: crate::system::RssMode) -> Self {
+        let shared = mode == crate::system::RssMode::Shared;
+        let n = if shared { 1 } else { cpus.max(1) };
         RssCounters {
-            cpus: (0..cpus.max(1)).map(|_| CachePadded::new(core::array::from_fn(|_| AtomicI64::new(0)))).collect(),
+            cpus: (0..n).map(|_| CachePadded::new(core::array::from_fn(|_| AtomicI64::new(0)))).collect(),
+            shared,
         }
+    }
+
+    /// True if every CPU writes the same counters.
+    pub fn is_shared(&self) -> bool {
+        self.shared
     }
 
     /// Add `n` pages of `kind` on `cpu`.
     ///
-    /// Relaxed: the counters publish nothing; the fold sums them.
+    /// Relaxed: the counters publish nothing; the fold sums them. Callers
+    /// go through [`Mm::add_rss`](crate::mm::Mm::add_rss), which also
+    /// counts a shared-cache-line write in the shared mode.
     #[inline(always)]
     pub fn add(&self, cpu: CpuId, kind: RssKind, n: i64) {
         self.cpus[cpu.index() % self.cpus.len()][kind as usize].fetch_add(n, Ordering::Relaxed);

@@ -24,6 +24,7 @@ pub(super) fn zap_range(mm: &Mm, g: &mut MmuGather<'_>, start: u64, end: u64) {
     let sys = &**mm.sys();
     let zero = sys.zero_pfn();
     let mut anon = 0i64;
+    let mut unused = 0i64;
     let (s, e) = (VirtAddr::new_truncate(start), VirtAddr::new_truncate(end));
     walk_range(sys, mm.root(), s, e, |step| match step {
         Step::Ptes(r) => {
@@ -36,6 +37,9 @@ pub(super) fn zap_range(mm: &Mm, g: &mut MmuGather<'_>, start: u64, end: u64) {
                     continue;
                 }
                 g.add_range(va, va + PAGE_SIZE);
+                if old.0 & Pte::SW_PREFAULT != 0 && !old.is_accessed() {
+                    unused += 1;
+                }
                 let pfn = old.pfn();
                 if pfn == zero {
                     continue;
@@ -67,6 +71,9 @@ pub(super) fn zap_range(mm: &Mm, g: &mut MmuGather<'_>, start: u64, end: u64) {
         }
     });
     if anon != 0 {
-        mm.rss_counters().add(g.cpu(), RssKind::Anon, -anon);
+        mm.add_rss(g.cpu(), RssKind::Anon, -anon);
+    }
+    if unused != 0 {
+        sys.stats.add(g.cpu(), crate::stats::Stat::PrefaultUnused, unused);
     }
 }

@@ -44,18 +44,13 @@ pub enum SlotError {
     Missing,
 }
 
-/// The PTE slot mapping `va`, installing missing tables on the way.
+/// The PTE table (level-1 page-table page) covering `va`, installing
+/// missing tables on the way.
 ///
 /// Enters with: the mmap lock held (read or write) for the mm owning `root`.
-/// Returns with: the same; the slot stays valid while it is held.
+/// Returns with: the same; the table stays a table while it is held.
 #[inline]
-pub fn pte_slot_alloc(
-    sys: &System,
-    cpu: CpuId,
-    owner: u64,
-    root: Pfn,
-    va: VirtAddr,
-) -> Result<&HwAtomicU64, SlotError> {
+pub fn pte_table_alloc(sys: &System, cpu: CpuId, owner: u64, root: Pfn, va: VirtAddr) -> Result<Pfn, SlotError> {
     let mut table = root;
     for level in (2..=Native::LEVELS).rev() {
         // SAFETY:
@@ -74,7 +69,23 @@ pub fn pte_slot_alloc(
             },
         )?;
     }
-    // SAFETY: as above, `table` is a live PTE table; index < 512.
+    Ok(table)
+}
+
+/// The PTE slot mapping `va`, installing missing tables on the way.
+///
+/// Enters with: the mmap lock held (read or write) for the mm owning `root`.
+/// Returns with: the same; the slot stays valid while it is held.
+#[inline]
+pub fn pte_slot_alloc(
+    sys: &System,
+    cpu: CpuId,
+    owner: u64,
+    root: Pfn,
+    va: VirtAddr,
+) -> Result<&HwAtomicU64, SlotError> {
+    let table = pte_table_alloc(sys, cpu, owner, root, va)?;
+    // SAFETY: `table` is a live PTE table (see `pte_table_alloc`); index < 512.
     Ok(unsafe { sys.entry(table, va.table_index(1)) })
 }
 

@@ -112,6 +112,9 @@ pub struct PhysMem {
     pcp: Box<[CachePadded<PerCpuPages>]>,
     boot_free: u64,
     bad_frees: AtomicU64,
+    /// Zone-lock acquisitions per CPU (each writes the zone's shared lock
+    /// and free-list lines): the allocator's shared-cache-line writes.
+    lock_takes: Box<[CachePadded<AtomicU64>]>,
 }
 
 impl PhysMem {
@@ -149,7 +152,8 @@ impl PhysMem {
         }
         let boot_free = zones.iter().map(|z| z.managed).sum();
         let pcp = (0..cfg.cpus.max(1)).map(|_| CachePadded::new(PerCpuPages::new())).collect();
-        PhysMem { frames, zones, nodes, pcp, boot_free, bad_frees: AtomicU64::new(0) }
+        let lock_takes = (0..cfg.cpus.max(1) + 1).map(|_| CachePadded::new(AtomicU64::new(0))).collect();
+        PhysMem { frames, zones, nodes, pcp, boot_free, bad_frees: AtomicU64::new(0), lock_takes }
     }
 
     /// The metadata of a frame.
@@ -195,6 +199,19 @@ impl PhysMem {
         cpu.index() % self.nodes
     }
 
+    /// Zone-lock acquisitions so far (all CPUs).
+    pub fn zone_lock_takes(&self) -> u64 {
+        self.lock_takes.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+    }
+
+    /// Count a zone-lock acquisition by `cpu` (`None`: not on behalf of a
+    /// CPU, e.g. a drain).
+    #[inline]
+    fn took_zone_lock(&self, cpu: Option<CpuId>) {
+        let i = cpu.map_or(self.lock_takes.len() - 1, |c| c.index() % (self.lock_takes.len() - 1));
+        self.lock_takes[i].fetch_add(1, Ordering::Relaxed);
+    }
+
     fn zone_index(&self, node: usize, kind: ZoneKind) -> usize {
         node * 2 + kind as usize
     }
@@ -235,6 +252,7 @@ impl PhysMem {
     }
 
     fn buddy_alloc(&self, zone: usize, order: usize) -> Option<Pfn> {
+        self.took_zone_lock(None);
         let z = &self.zones[zone];
         let mut fa = z.lock();
         let pfn = fa.alloc(&self.frames, order)?;
@@ -249,22 +267,40 @@ impl PhysMem {
         let pcp = &self.pcp[cpu.index() % self.pcp.len()];
         let kind = if gfp.movable { ZoneKind::Movable } else { ZoneKind::Normal };
         let zone = self.zone_index(self.home_node(cpu), kind);
-        if let Some(pfn) = pcp.pop(kind, |buf| self.refill(zone, buf)) {
+        if let Some(pfn) = pcp.pop(kind, |buf| {
+            self.took_zone_lock(Some(cpu));
+            self.refill(zone, buf)
+        }) {
             self.mark_allocated(pfn, 0, gfp);
             return Some(pfn);
         }
         self.alloc_pages_slow(cpu, 0, gfp)
     }
 
-    /// Allocate up to `out.len()` frames; returns how many were allocated.
+    /// Allocate up to `out.len()` frames on `cpu`, taking its page-cache
+    /// lock once for the lot; returns how many were allocated (fewer only
+    /// when memory runs out).
     pub fn alloc_batch(&self, cpu: CpuId, gfp: Gfp, out: &mut [Pfn]) -> usize {
-        for (i, slot) in out.iter_mut().enumerate() {
-            match self.alloc_frame(cpu, gfp) {
-                Some(p) => *slot = p,
-                None => return i,
+        let pcp = &self.pcp[cpu.index() % self.pcp.len()];
+        let kind = if gfp.movable { ZoneKind::Movable } else { ZoneKind::Normal };
+        let zone = self.zone_index(self.home_node(cpu), kind);
+        let mut n = pcp.pop_many(kind, out, |buf| {
+            self.took_zone_lock(Some(cpu));
+            self.refill(zone, buf)
+        });
+        for p in &out[..n] {
+            self.mark_allocated(*p, 0, gfp);
+        }
+        while n < out.len() {
+            match self.alloc_pages_slow(cpu, 0, gfp) {
+                Some(p) => {
+                    out[n] = p;
+                    n += 1;
+                }
+                None => break,
             }
         }
-        out.len()
+        n
     }
 
     fn refill(&self, zone: usize, buf: &mut Vec<u32>) -> usize {
@@ -328,6 +364,7 @@ impl PhysMem {
     }
 
     fn buddy_free(&self, pfn: Pfn, order: usize) {
+        self.took_zone_lock(None);
         let z = &self.zones[self.zone_of(pfn)];
         let mut fa = z.lock();
         fa.free(&self.frames, pfn, order);
@@ -362,6 +399,7 @@ impl PhysMem {
         self.frame(pfn).flags.store(flags::PCP, Ordering::Relaxed);
         let pcp = &self.pcp[cpu.index() % self.pcp.len()];
         pcp.push(z.kind, pfn, |drain| {
+            self.took_zone_lock(Some(cpu));
             let mut fa = z.lock();
             for &p in drain.iter() {
                 fa.free(&self.frames, Pfn::new_unchecked(p as u64), 0);

@@ -51,6 +51,30 @@ impl PerCpuPages {
         Some(Pfn::new_unchecked(p as u64))
     }
 
+    /// Pop up to `out.len()` frames of `kind` under one lock, refilling
+    /// with `refill` whenever the cache runs dry; returns how many.
+    pub fn pop_many(&self, kind: ZoneKind, out: &mut [Pfn], mut refill: impl FnMut(&mut Vec<u32>) -> usize) -> usize {
+        let mut l = self.lists[kind as usize].lock();
+        let mut n = 0;
+        while n < out.len() {
+            if l.is_empty() {
+                let got = refill(&mut l);
+                self.count.fetch_add(got as u64, Ordering::Relaxed);
+                if got == 0 {
+                    break;
+                }
+            }
+            let take = (out.len() - n).min(l.len());
+            for _ in 0..take {
+                let p = l.pop().expect("non-empty");
+                out[n] = Pfn::new_unchecked(p as u64);
+                n += 1;
+            }
+            self.count.fetch_sub(take as u64, Ordering::Relaxed);
+        }
+        n
+    }
+
     /// Push a frame; above [`HIGH`], hand the oldest [`BATCH`] to `drain`.
     #[inline]
     pub fn push(&self, kind: ZoneKind, pfn: Pfn, drain: impl FnOnce(&[u32])) {

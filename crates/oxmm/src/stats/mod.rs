@@ -59,6 +59,17 @@ counters!(
         NrAnonPages => "nr_anon_pages",
         /// Page-table pages in use (gauge).
         NrPageTables => "nr_page_table_pages",
+        /// Writes to cache lines several CPUs write (shared RSS counters,
+        /// remote TLB flush requests); zone-lock batches are counted by the
+        /// allocator and added in `System::shared_writes`.
+        SharedWrite => "shared_cacheline_writes",
+        /// Faults that mapped a prefault window of more than one page.
+        PrefaultWindow => "prefault_windows",
+        /// Extra pages mapped by prefault windows.
+        PrefaultPages => "prefault_pages",
+        /// Prefaulted pages unmapped without ever being accessed (their
+        /// accessed bit was still clear at zap).
+        PrefaultUnused => "prefault_unused",
     }
 );
 

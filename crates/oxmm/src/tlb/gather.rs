@@ -99,8 +99,11 @@ impl Drop for MmuGather<'_> {
 
 fn flush(sys: &System, cpu: CpuId, asid: u64, cpus: CpuMask, range: FlushRange, tables_freed: bool) {
     sys.stats.inc(cpu, Stat::TlbFlush);
-    if cpus.0 & !(1u64 << cpu.0) != 0 {
+    let remote = cpus.0 & !(1u64 << cpu.0);
+    if remote != 0 {
         sys.stats.inc(cpu, Stat::TlbShootdown);
+        // Each remote CPU's flush request writes a line that CPU owns.
+        sys.stats.add(cpu, Stat::SharedWrite, i64::from(remote.count_ones()));
     }
     sys.platform().flush_tlb(&FlushRequest { asid, cpus, initiator: Some(cpu), range, tables_freed });
 }
