@@ -68,7 +68,12 @@ pub struct Cpu {
 
 impl Cpu {
     pub(crate) fn new(id: CpuId, machine: Arc<Machine>, tlb: Arc<CpuTlb>, base: *mut u8) -> Cpu {
-        Cpu { id, machine, tlb, local: OwnerState::default(), mm: None, base: base as u64, _not_sync: PhantomData }
+        // A CPU handed back and taken again must not keep the previous
+        // holder's translations: start from an empty TLB and the current
+        // flush generation.
+        let mut local = OwnerState::default();
+        tlb.take_ownership(&mut local);
+        Cpu { id, machine, tlb, local, mm: None, base: base as u64, _not_sync: PhantomData }
     }
 
     /// This CPU's number.
@@ -131,7 +136,11 @@ impl Cpu {
             if mm.is_dead() {
                 return Err(Fault { kind: FaultError::Segv, addr });
             }
-            match translate(sys, mm.root(), addr, write) {
+            // SAFETY: this CPU is inside an access window (opened by
+            // `with_page`, reopened after each fault), which every TLB flush
+            // waits for; tables are freed only after such a flush, and an
+            // exited mm was ruled out above.
+            match unsafe { translate(sys, mm.root(), addr, write) } {
                 Ok(t) => {
                     let host = *base + t.pfn.as_u64() * PAGE_SIZE;
                     tlb.fill(va >> 12, host | if t.writable { DATA_WRITABLE } else { 0 });
@@ -342,6 +351,10 @@ impl Cpu {
     /// `mincore`.
     pub fn mincore(&mut self, addr: u64, len: u64) -> SysResult<Vec<u8>> {
         self.mm()?.mincore(self.id, addr, len)
+    }
+    /// `mincore`, counting resident pages (no per-page vector).
+    pub fn mincore_count(&mut self, addr: u64, len: u64) -> SysResult<u64> {
+        self.mm()?.mincore_count(self.id, addr, len)
     }
     /// `brk`.
     pub fn brk(&mut self, new: u64) -> SysResult<u64> {

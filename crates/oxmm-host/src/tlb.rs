@@ -111,6 +111,15 @@ impl CpuTlb {
         }
     }
 
+    /// Become the owner (a new CPU handle): continue the shared window
+    /// counter, catch up with the flush generation and drop every entry.
+    /// Called outside any window.
+    pub fn take_ownership(&self, local: &mut OwnerState) {
+        local.seq = self.seq.load(Ordering::Relaxed);
+        local.seen_gen = self.gen.load(Ordering::Acquire);
+        self.invalidate_all();
+    }
+
     /// Close the access window.
     #[inline(always)]
     pub fn exit(&self, local: &mut OwnerState) {

@@ -30,7 +30,8 @@ fn writing_more_pages_than_exist_is_oom() {
     let total = rig.machine.meminfo().total;
     let boot_free = rig.machine.meminfo().free;
     let len = 2 * total * PAGE;
-    let p = rig.map(len, Prot::RW);
+    // Larger than memory: Linux's heuristic overcommit wants MAP_NORESERVE.
+    let p = rig.cpu.mmap(0, len, Prot::RW, ANON.union(MapFlags::NORESERVE)).unwrap();
     let (done, fault) = write_until_fault(&mut rig, p, len);
     let f = fault.expect("a machine cannot back twice its frames");
     assert_eq!(f.kind, FaultError::Oom);
@@ -63,7 +64,8 @@ fn oom_while_allocating_page_tables_is_a_fault_too() {
     let mut rig = tiny(1 << 20);
     let total = rig.machine.meminfo().total;
     let len = 2 * total * PAGE;
-    let p = rig.map(len, Prot::RW);
+    // Larger than memory: Linux's heuristic overcommit wants MAP_NORESERVE.
+    let p = rig.cpu.mmap(0, len, Prot::RW, ANON.union(MapFlags::NORESERVE)).unwrap();
     let (done, fault) = write_until_fault(&mut rig, p, len);
     assert_eq!(fault.expect("oom").kind, FaultError::Oom);
     // 1 GiB away: a new PMD and PTE table would be needed.
@@ -82,7 +84,8 @@ fn oom_while_allocating_page_tables_is_a_fault_too() {
 fn map_populate_beyond_memory_does_not_panic() {
     let mut rig = tiny(1 << 20);
     let total = rig.machine.meminfo().total;
-    let p = rig.cpu.mmap(0, 2 * total * PAGE, Prot::RW, ANON.union(MapFlags::POPULATE)).unwrap();
+    let p =
+        rig.cpu.mmap(0, 2 * total * PAGE, Prot::RW, ANON.union(MapFlags::POPULATE).union(MapFlags::NORESERVE)).unwrap();
     assert!(rig.rss_anon() < total);
     assert_eq!(rig.cpu.write_u8(p + (2 * total - 1) * PAGE, 1).unwrap_err().kind, FaultError::Oom);
     rig.cpu.munmap(p.as_u64(), 2 * total * PAGE).unwrap();

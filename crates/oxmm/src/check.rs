@@ -147,8 +147,11 @@ impl Walk<'_> {
 
 /// Run every check. Takes every mm's mmap lock for writing, in id order.
 pub fn check(sys: &System) -> Result<CheckSummary, CheckError> {
-    let mms: Vec<alloc::sync::Arc<Mm>> = sys.mms().into_iter().filter(|m| !m.is_dead()).collect();
-    let guards: Vec<_> = mms.iter().map(|m| m.write()).collect();
+    let all: Vec<alloc::sync::Arc<Mm>> = sys.mms();
+    // Lock first, then keep the live ones: an exit between a check of
+    // `dead` and the lock would leave a freed root to walk.
+    let (mms, guards): (Vec<_>, Vec<_>) =
+        all.iter().map(|m| (m, m.write())).filter(|(_, g)| !g.dead).map(|(m, g)| (m.clone(), g)).unzip();
     let mut w = Walk { sys, counts: BTreeMap::new(), tables: BTreeSet::new(), v: Vec::new(), mapped_ptes: 0 };
     for (mm, st) in mms.iter().zip(guards.iter()) {
         let mut rss = 0u64;

@@ -14,9 +14,10 @@
 //!   └─ page-table page lock (split ptl, in the page-table frame's metadata)
 //!        └─ rmap lock (hashed by frame index)            [issue 3]
 //!             └─ LRU lock (per node)                      [reclaim]
-//!                  └─ zone lock (per zone buddy free lists)
-//!                       └─ per-CPU page cache lock (uncontended: its CPU,
-//!                          or a drain)
+//!                  └─ per-CPU page cache lock (uncontended: its CPU,
+//!                     or a steal)
+//!                       └─ zone lock (per zone buddy free lists; taken
+//!                          inside the cache lock to refill or drain it)
 //! ```
 //!
 //! The anonymous fault on an empty PTE takes none of these beyond the mmap

@@ -239,7 +239,15 @@ impl System {
         let f = self.phys.frame(pfn);
         // AcqRel: the last put must see every other holder's accesses
         // before the frame is reused.
-        if f.refcount.fetch_sub(1, Ordering::AcqRel) == 1 {
+        let old = f.refcount.fetch_sub(1, Ordering::AcqRel);
+        if old == 0 {
+            // A put without a reference: undo and count it with the double
+            // frees rather than wrap the count.
+            f.refcount.fetch_add(1, Ordering::Relaxed);
+            self.phys.note_bad_free();
+            return;
+        }
+        if old == 1 {
             if f.has(flags::ANON) {
                 self.stats.add(cpu, Stat::NrAnonPages, -1);
             }

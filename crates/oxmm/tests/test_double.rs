@@ -18,7 +18,9 @@ fn anon() -> MapFlags {
 
 #[track_caller]
 fn frame_of(h: &Harness, mm: &Mm, va: VirtAddr, write: bool) -> Result<Pfn, WalkFault> {
-    translate(&h.sys, mm.root(), va, write).map(|t| t.pfn)
+    let _lock = mm.read(CPU0);
+    // SAFETY: the mmap read lock is held for the walk.
+    unsafe { translate(&h.sys, mm.root(), va, write) }.map(|t| t.pfn)
 }
 
 #[test]
@@ -65,7 +67,10 @@ fn munmap_frees_frames_and_tables_after_one_flush() {
 fn out_of_frames_is_an_oom_fault_not_a_panic() {
     let h = Harness::new(64);
     let mm = Mm::new(&h.sys, CPU0).unwrap();
-    let va = mm.mmap(CPU0, 0, 1 << 20, Prot::RW, anon()).unwrap();
+    // Larger than memory: Linux's heuristic overcommit refuses it without
+    // MAP_NORESERVE, and so does oxmm.
+    assert_eq!(mm.mmap(CPU0, 0, 1 << 20, Prot::RW, anon()), Err(oxmm::Errno::ENOMEM));
+    let va = mm.mmap(CPU0, 0, 1 << 20, Prot::RW, anon().union(MapFlags::NORESERVE)).unwrap();
     let mut got = None;
     for i in 0..256u64 {
         if let Err(e) = handle_fault(&mm, CPU0, va + i * 4096, Access::Write) {

@@ -49,6 +49,12 @@ fn fault(f: oxmm_host::Fault) -> AccessError {
     AccessError::Fault(Fault { kind, addr: f.addr.as_u64() })
 }
 
+/// The script's address as a virtual address: one outside the canonical
+/// 48-bit space faults (SEGV) like any unmapped address, as on Linux.
+fn user_va(a: u64) -> Result<VirtAddr, AccessError> {
+    VirtAddr::try_new(a).map_err(|_| AccessError::Fault(Fault { kind: FaultKind::Segv, addr: a }))
+}
+
 fn not_yet(what: &str) -> BackendError {
     BackendError(format!("{what} is not supported yet by oxmm (it comes with fork/COW/file mappings)"))
 }
@@ -95,18 +101,20 @@ impl Backend for OxmmBackend {
         let end = addr.saturating_add(len);
         let mut a = addr;
         while a < end {
-            cpu.touch(VirtAddr::new_truncate(a), write).map_err(fault)?;
+            cpu.touch(user_va(a)?, write).map_err(fault)?;
             a = (a & !0xfff) + 4096;
         }
         Ok(())
     }
 
     fn fill(&mut self, p: &mut Process, addr: u64, len: u64, byte: u8) -> Result<(), AccessError> {
-        self.on(p).fill(VirtAddr::new_truncate(addr), len, byte).map_err(fault)
+        let va = user_va(addr)?;
+        self.on(p).fill(va, len, byte).map_err(fault)
     }
 
     fn sum(&mut self, p: &mut Process, addr: u64, len: u64) -> Result<u64, AccessError> {
-        self.on(p).sum(VirtAddr::new_truncate(addr), len).map_err(fault)
+        let va = user_va(addr)?;
+        self.on(p).sum(va, len).map_err(fault)
     }
 
     fn mremap(&mut self, _p: &mut Process, _addr: u64, _old: u64, _new: u64) -> Result<u64, SysError> {
@@ -128,7 +136,6 @@ impl Backend for OxmmBackend {
     }
 
     fn mincore(&mut self, p: &mut Process, addr: u64, len: u64) -> Result<u64, SysError> {
-        let v = self.on(p).mincore(addr, len)?;
-        Ok(v.iter().filter(|&&b| b & 1 != 0).count() as u64)
+        Ok(self.on(p).mincore_count(addr, len)?)
     }
 }

@@ -160,3 +160,37 @@ impl Drop for Remote {
         }
     }
 }
+
+// ---- helpers added for the prefault / scalable-fault tests ----------------
+
+impl Rig {
+    /// A rig whose process keeps its RSS counters in `mode`.
+    #[track_caller]
+    pub fn with_rss(cfg: MachineConfig, mode: oxmm::system::RssMode) -> Rig {
+        let machine = Machine::new(cfg).expect("machine boots");
+        let mut cpu = machine.cpu(0).expect("cpu 0");
+        let proc = machine.new_process_with_rss(&cpu, mode).expect("process");
+        cpu.switch_to(&proc);
+        Rig { machine, cpu, proc }
+    }
+
+    /// `mmap(addr, len, prot, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED)`.
+    #[track_caller]
+    pub fn map_fixed(&mut self, addr: u64, len: u64, prot: Prot) -> VirtAddr {
+        let a = self.cpu.mmap(addr, len, prot, ANON.union(MapFlags::FIXED)).expect("mmap fixed");
+        assert_eq!(a.as_u64(), addr);
+        a
+    }
+
+    /// The PTE mapping `a` in the rig's process (`Pte::NONE` when no PTE
+    /// table covers it), read under the mmap read lock.
+    pub fn pte(&self, a: VirtAddr) -> oxmm::arch::Pte {
+        self.proc.mm().pte(self.cpu.id(), a).unwrap_or(oxmm::arch::Pte::NONE)
+    }
+
+    /// `mincore` of `pages` pages from `a`.
+    #[track_caller]
+    pub fn resident(&mut self, a: VirtAddr, pages: u64) -> Vec<u8> {
+        self.cpu.mincore(a.as_u64(), pages * PAGE).expect("mincore")
+    }
+}

@@ -82,6 +82,11 @@ fn handle_locked(mm: &Mm, cpu: CpuId, va: VirtAddr, access: Access) -> Result<()
         return Err(FaultError::Segv);
     }
     let st = mm.read(cpu);
+    // An exited mm has no tables left to install into (exit sets `dead`
+    // under the write lock, so this read is race-free).
+    if st.dead {
+        return Err(FaultError::Segv);
+    }
     let vma = *st.vmas.find(va.as_u64()).ok_or(FaultError::Segv)?;
     let allowed = match access {
         Access::Read => vma.prot.readable(),
@@ -107,7 +112,7 @@ fn handle_locked(mm: &Mm, cpu: CpuId, va: VirtAddr, access: Access) -> Result<()
     }
     if pte.is_present() {
         if access == Access::Write && !pte.is_writable() {
-            return wp::do_wp_page(mm, cpu, &vma, page, slot, pte);
+            return wp::do_wp_page(mm, cpu, &vma, page, table, slot, pte);
         }
         sys.stats.inc(cpu, Stat::FaultRaceLost);
         return Ok(());

@@ -16,12 +16,13 @@
 use core::sync::atomic::AtomicU64 as HwAtomicU64;
 
 use super::anon::anon_leaf_flags;
-use crate::addr::{VirtAddr, PAGE_SIZE};
-use crate::arch::{cas_entry, Pte};
+use crate::addr::{Pfn, VirtAddr, PAGE_SIZE};
+use crate::arch::{cas_entry, load_entry, Pte};
 use crate::fault::FaultError;
 use crate::mm::rss::RssKind;
 use crate::mm::vma::Vma;
 use crate::mm::Mm;
+use crate::pgtable::lock::PtlGuard;
 use crate::phys::frame::flags;
 use crate::platform::CpuId;
 use crate::stats::Stat;
@@ -36,6 +37,7 @@ pub fn do_wp_page(
     cpu: CpuId,
     vma: &Vma,
     va: VirtAddr,
+    table: Pfn,
     slot: &HwAtomicU64,
     old: Pte,
 ) -> Result<(), FaultError> {
@@ -54,7 +56,23 @@ pub fn do_wp_page(
             return Ok(());
         }
     }
-    let pfn = sys.alloc_user_page(cpu).ok_or(FaultError::Oom)?;
+    if !is_zero {
+        // Pin the page before reading it: under the table's lock (which zap
+        // holds while it clears PTEs) the PTE still mapping it proves the
+        // mapping's reference is alive, so taking another is safe; the copy
+        // then reads a frame nobody can free under us.
+        let _ptl = PtlGuard::lock(sys, table);
+        if load_entry(slot) != old {
+            return Ok(());
+        }
+        sys.phys.frame(old_pfn).refcount.fetch_add(1, Ordering::Relaxed);
+    }
+    let Some(pfn) = sys.alloc_user_page(cpu) else {
+        if !is_zero {
+            sys.put_page(cpu, old_pfn);
+        }
+        return Err(FaultError::Oom);
+    };
     if !is_zero {
         sys.copy_frame(pfn, old_pfn);
     }
@@ -76,6 +94,8 @@ pub fn do_wp_page(
                 if of.has(flags::ANON) {
                     mm.add_rss(cpu, RssKind::Anon, -1);
                 }
+                // The mapping's reference, then our pin.
+                sys.put_page(cpu, old_pfn);
                 sys.put_page(cpu, old_pfn);
             }
             Ok(())
@@ -84,6 +104,9 @@ pub fn do_wp_page(
             f.mapcount.store(0, Ordering::Relaxed);
             f.flags.fetch_and(!flags::ANON, Ordering::Relaxed);
             sys.phys.free_frame(cpu, pfn);
+            if !is_zero {
+                sys.put_page(cpu, old_pfn);
+            }
             sys.stats.inc(cpu, Stat::FaultRaceLost);
             Ok(())
         }

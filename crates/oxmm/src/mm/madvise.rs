@@ -60,10 +60,12 @@ impl Mm {
             }
             Advice::WillNeed | Advice::Cold | Advice::PageOut | Advice::Free | Advice::Collapse => {
                 let st = self.read(cpu);
+                st.live()?;
                 return if st.vmas.covers(addr, end) { Ok(()) } else { Err(Errno::ENOMEM) };
             }
         };
         let mut st = self.write();
+        st.live()?;
         let covered = st.vmas.covers(addr, end);
         for v in st.vmas.overlapping(addr, end) {
             let (s, e) = (v.start.max(addr), v.end.min(end));
@@ -81,8 +83,12 @@ impl Mm {
     /// `EFAULT` (Linux's answer for a failed populate); no memory is
     /// `ENOMEM`.
     fn populate_advice(&self, cpu: CpuId, addr: u64, end: u64, write: bool) -> SysResult<()> {
-        if !self.read(cpu).vmas.covers(addr, end) {
-            return Err(Errno::ENOMEM);
+        {
+            let st = self.read(cpu);
+            st.live()?;
+            if !st.vmas.covers(addr, end) {
+                return Err(Errno::ENOMEM);
+            }
         }
         let access = if write { Access::Write } else { Access::Read };
         let mut a = addr;
@@ -98,6 +104,7 @@ impl Mm {
 
     fn dontneed(&self, cpu: CpuId, addr: u64, end: u64, locked_too: bool) -> SysResult<()> {
         let st = self.read(cpu);
+        st.live()?;
         let vmas = st.vmas.overlapping(addr, end);
         if !locked_too && vmas.iter().any(|v| v.flags & vmflags::LOCKED != 0) {
             return Err(Errno::EINVAL);

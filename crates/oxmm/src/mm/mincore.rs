@@ -1,6 +1,5 @@
 //! mincore.
 
-use alloc::vec;
 use alloc::vec::Vec;
 
 use super::{Mm, TASK_SIZE};
@@ -11,12 +10,15 @@ use crate::pgtable::cursor::{walk_range, Step};
 use crate::platform::CpuId;
 
 impl Mm {
-    /// `mincore(addr, len)`: one byte per page, 1 if resident.
+    /// `mincore(addr, len)`, reporting each resident page to `resident`
+    /// (its index from `addr`); returns the number of pages in the range.
     ///
     /// `EINVAL` for an unaligned address; `ENOMEM` if the range leaves the
     /// address space or any page of it is unmapped. A page mapped to the
-    /// zero page, or PROT_NONE but holding a frame, is resident, as on Linux.
-    pub fn mincore(&self, cpu: CpuId, addr: u64, len: u64) -> SysResult<Vec<u8>> {
+    /// zero page, or PROT_NONE but holding a frame, is resident, as on
+    /// Linux. Nothing is allocated, so a huge range costs only its walk
+    /// (holes without page tables are skipped).
+    pub fn mincore_visit(&self, cpu: CpuId, addr: u64, len: u64, mut resident: impl FnMut(u64)) -> SysResult<u64> {
         if !addr.is_multiple_of(PAGE_SIZE) {
             return Err(Errno::EINVAL);
         }
@@ -26,27 +28,54 @@ impl Mm {
         let pages = len.div_ceil(PAGE_SIZE);
         let end = addr + pages * PAGE_SIZE;
         let st = self.read(cpu);
+        st.live()?;
         if !st.vmas.covers(addr, end) {
             return Err(Errno::ENOMEM);
         }
-        let mut out = vec![0u8; pages as usize];
         let sys = &**self.sys();
-        walk_range(sys, self.root(), VirtAddr::new_truncate(addr), VirtAddr::new_truncate(end), |step| match step {
-            Step::Ptes(r) => {
-                for (va, slot) in r.slots() {
-                    if load_entry(slot).maps_frame() {
-                        out[((va.as_u64() - addr) / PAGE_SIZE) as usize] = 1;
+        // SAFETY: the mmap read lock `st` is held for the walk; slots are
+        // used only inside their step.
+        unsafe {
+            walk_range(sys, self.root(), VirtAddr::new_truncate(addr), VirtAddr::new_truncate(end), |step| match step {
+                Step::Ptes(r) => {
+                    for (va, slot) in r.slots() {
+                        if load_entry(slot).maps_frame() {
+                            resident((va.as_u64() - addr) / PAGE_SIZE);
+                        }
                     }
                 }
-            }
-            Step::Huge { start, .. } => {
-                let s = start.as_u64().max(addr);
-                let e = (start.as_u64() + (2 << 20)).min(end);
-                for p in (s..e).step_by(PAGE_SIZE as usize) {
-                    out[((p - addr) / PAGE_SIZE) as usize] = 1;
+                Step::Huge { start, .. } => {
+                    let s = start.as_u64().max(addr);
+                    let e = (start.as_u64() + (2 << 20)).min(end);
+                    for p in (s..e).step_by(PAGE_SIZE as usize) {
+                        resident((p - addr) / PAGE_SIZE);
+                    }
                 }
-            }
-        });
+            })
+        };
+        Ok(pages)
+    }
+
+    /// `mincore(addr, len)`: one byte per page, 1 if resident. Errors as
+    /// [`Mm::mincore_visit`]; a vector that cannot be allocated is `ENOMEM`.
+    pub fn mincore(&self, cpu: CpuId, addr: u64, len: u64) -> SysResult<Vec<u8>> {
+        let pages = usize::try_from(len.div_ceil(PAGE_SIZE)).map_err(|_| Errno::ENOMEM)?;
+        let mut out = Vec::new();
+        out.try_reserve_exact(pages).map_err(|_| Errno::ENOMEM)?;
+        // Validate before touching the vector's memory.
+        let mut hits = Vec::new();
+        self.mincore_visit(cpu, addr, len, |i| hits.push(i))?;
+        out.resize(pages, 0);
+        for i in hits {
+            out[i as usize] = 1;
+        }
         Ok(out)
+    }
+
+    /// `mincore(addr, len)`, counting resident pages only.
+    pub fn mincore_count(&self, cpu: CpuId, addr: u64, len: u64) -> SysResult<u64> {
+        let mut n = 0;
+        self.mincore_visit(cpu, addr, len, |_| n += 1)?;
+        Ok(n)
     }
 }

@@ -52,6 +52,12 @@ impl Mm {
         if flags.contains(MapFlags::HUGETLB) {
             return Err(Errno::ENOMEM);
         }
+        // Linux's heuristic overcommit (`overcommit_memory=0`): a private
+        // writable mapping larger than all of memory (and swap, of which
+        // there is none) is refused outright, unless MAP_NORESERVE.
+        if prot.writable() && !flags.contains(MapFlags::NORESERVE) && len / PAGE_SIZE > self.sys().phys.total_frames() {
+            return Err(Errno::ENOMEM);
+        }
         let typ = flags.0 & MapFlags::TYPE_MASK;
         let mut vflags = vmflags::ANON;
         if flags.contains(MapFlags::LOCKED) {
@@ -61,6 +67,7 @@ impl Mm {
             vflags |= vmflags::GROWSDOWN;
         }
         let mut st = self.write();
+        st.live()?;
         let start = if fixed {
             if flags.contains(MapFlags::FIXED_NOREPLACE) && !st.vmas.overlapping(addr, addr + len).is_empty() {
                 return Err(Errno::EEXIST);
@@ -84,7 +91,7 @@ impl Mm {
         if fixed {
             self.unmap_locked(&mut st, cpu, addr, addr + len);
         }
-        st.vmas.insert(Vma { start, end: start + len, prot, flags: vflags });
+        st.vmas.insert(Vma::new_anon(start, start + len, prot, vflags));
         drop(st);
         if flags.contains(MapFlags::POPULATE) || flags.contains(MapFlags::LOCKED) {
             self.populate(cpu, start, start + len, prot);
@@ -121,6 +128,7 @@ impl Mm {
             return Err(Errno::EINVAL);
         }
         let mut st = self.write();
+        st.live()?;
         self.unmap_locked(&mut st, cpu, addr, addr + len);
         Ok(())
     }
@@ -148,7 +156,7 @@ impl Mm {
     /// cannot be met (as the Linux syscall does; `brk(0)` queries).
     pub fn brk(&self, cpu: CpuId, new: u64) -> u64 {
         let mut st = self.write();
-        if new < st.start_brk || new > TASK_SIZE {
+        if st.dead || new < st.start_brk || new > TASK_SIZE {
             return st.brk;
         }
         let (Some(newbrk), Some(oldbrk)) = (page_align(new), page_align(st.brk)) else { return st.brk };
@@ -164,7 +172,7 @@ impl Mm {
         if !st.vmas.overlapping(oldbrk, newbrk + PAGE_SIZE).is_empty() {
             return st.brk;
         }
-        st.vmas.insert(Vma { start: oldbrk, end: newbrk, prot: Prot::RW, flags: vmflags::ANON | vmflags::HEAP });
+        st.vmas.insert(Vma::new_anon(oldbrk, newbrk, Prot::RW, vmflags::ANON | vmflags::HEAP));
         st.brk = new;
         new
     }

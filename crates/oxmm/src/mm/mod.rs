@@ -51,6 +51,20 @@ pub struct MmState {
     pub start_brk: u64,
     /// Current break.
     pub brk: u64,
+    /// The mm has exited: its tables are freed; every call fails.
+    pub dead: bool,
+}
+
+impl MmState {
+    /// `EINVAL` once the address space has exited (no Linux call can reach
+    /// an exited mm; a hosted handle kept past exit can).
+    pub(crate) fn live(&self) -> SysResult<()> {
+        if self.dead {
+            Err(Errno::EINVAL)
+        } else {
+            Ok(())
+        }
+    }
 }
 
 /// An address space.
@@ -82,7 +96,7 @@ impl Mm {
             root,
             state: BrLock::new(
                 sys.platform().cpus(),
-                MmState { vmas: VmaTree::new(), start_brk: BRK_START, brk: BRK_START },
+                MmState { vmas: VmaTree::new(), start_brk: BRK_START, brk: BRK_START, dead: false },
             ),
             cpumask: AtomicU64::new(0),
             rss: rss::RssCounters::new(sys.platform().cpus(), rss_mode),
@@ -129,11 +143,19 @@ impl Mm {
             // CPU's first walk can fill its TLB (pairs with the SeqCst load in
             // `cpumask`).
             self.cpumask.fetch_or(bit, Ordering::SeqCst);
+            crate::sync::fence(Ordering::SeqCst);
         }
     }
 
     /// The CPUs that may hold this mm's translations.
+    ///
+    /// The SeqCst fence orders the PTE changes made before (AcqRel
+    /// exchanges) against the mask load — the store-buffering pattern with
+    /// `activate_on`, whose RMW is followed by a SeqCst fence: either the
+    /// flush sees the new CPU in the mask, or that CPU's walks see the
+    /// changed PTEs.
     pub fn cpumask(&self) -> CpuMask {
+        crate::sync::fence(Ordering::SeqCst);
         CpuMask(self.cpumask.load(Ordering::SeqCst))
     }
 
@@ -151,6 +173,18 @@ impl Mm {
         }
     }
 
+    /// The PTE mapping `va` (under the mmap read lock), if its page tables
+    /// exist: for tests and tools that inspect mappings.
+    pub fn pte(&self, cpu: CpuId, va: VirtAddr) -> Option<crate::arch::Pte> {
+        let st = self.read(cpu);
+        if st.dead {
+            return None;
+        }
+        // SAFETY: the mmap read lock `st` is held while the slot is used.
+        let slot = unsafe { crate::pgtable::pte_slot(&self.sys, self.root, va) }.ok()?;
+        Some(crate::arch::load_entry(slot))
+    }
+
     /// The resident set, folded exactly.
     pub fn rss(&self) -> Rss {
         self.rss.fold()
@@ -164,11 +198,22 @@ impl Mm {
     /// Tear everything down: zap every VMA, free every page table, flush.
     /// Idempotent.
     pub fn exit(&self, cpu: CpuId) {
+        self.exit_from(Some(cpu))
+    }
+
+    /// Exit from `cpu`, or from no CPU at all (`None`: the last reference
+    /// was dropped by some thread; the flush then waits for every CPU).
+    pub fn exit_from(&self, cpu: Option<CpuId>) {
         let mut st = self.write();
         if self.dead.swap(true, Ordering::AcqRel) {
             return;
         }
-        let mut g = MmuGather::new(&self.sys, cpu, self.id);
+        st.dead = true;
+        let mut g = match cpu {
+            Some(c) => MmuGather::new(&self.sys, c, self.id),
+            None => MmuGather::detached(&self.sys, self.id),
+        };
+        let cpu = g.cpu();
         g.flush_all();
         let all: alloc::vec::Vec<Vma> = st.vmas.iter().copied().collect();
         for v in &all {
@@ -186,7 +231,7 @@ impl Mm {
 impl Drop for Mm {
     fn drop(&mut self) {
         if !self.dead.load(Ordering::Acquire) {
-            self.exit(CpuId(0));
+            self.exit_from(None);
         }
     }
 }

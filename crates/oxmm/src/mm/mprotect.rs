@@ -68,6 +68,7 @@ impl Mm {
         }
         let prot = Prot(prot_bits & Prot::ALL);
         let mut st = self.write();
+        st.live()?;
         // The VMAs from `addr` up to the first hole.
         let mut segs: alloc::vec::Vec<Vma> = alloc::vec::Vec::new();
         let mut at = addr;
@@ -100,33 +101,37 @@ impl Mm {
 /// CAS loop, because the MMU may set A/D bits in it concurrently.
 fn change_protection(mm: &Mm, g: &mut MmuGather<'_>, start: u64, end: u64, prot: Prot) {
     let sys = &**mm.sys();
-    walk_range(sys, mm.root(), VirtAddr::new_truncate(start), VirtAddr::new_truncate(end), |step| {
-        if let Step::Ptes(r) = step {
-            for (va, slot) in r.slots() {
-                let mut old = load_entry(slot);
-                loop {
-                    if !old.maps_frame() {
-                        break;
-                    }
-                    let new = leaf_bits(sys, prot, old.pfn(), old);
-                    if new == old {
-                        break;
-                    }
-                    match cas_entry(slot, old, new) {
-                        Ok(_) => {
-                            let lost = (old.is_present() && !new.is_present())
-                                || (old.is_writable() && !new.is_writable())
-                                || (new.0 & Pte::NX != 0 && old.0 & Pte::NX == 0);
-                            if lost {
-                                g.add_range(va, va + PAGE_SIZE);
-                            }
+    // SAFETY: the caller holds the mmap write lock for the whole walk;
+    // slots are used only inside their step.
+    unsafe {
+        walk_range(sys, mm.root(), VirtAddr::new_truncate(start), VirtAddr::new_truncate(end), |step| {
+            if let Step::Ptes(r) = step {
+                for (va, slot) in r.slots() {
+                    let mut old = load_entry(slot);
+                    loop {
+                        if !old.maps_frame() {
                             break;
                         }
-                        Err(now) => old = now,
+                        let new = leaf_bits(sys, prot, old.pfn(), old);
+                        if new == old {
+                            break;
+                        }
+                        match cas_entry(slot, old, new) {
+                            Ok(_) => {
+                                let lost = (old.is_present() && !new.is_present())
+                                    || (old.is_writable() && !new.is_writable())
+                                    || (new.0 & Pte::NX != 0 && old.0 & Pte::NX == 0);
+                                if lost {
+                                    g.add_range(va, va + PAGE_SIZE);
+                                }
+                                break;
+                            }
+                            Err(now) => old = now,
+                        }
                     }
                 }
             }
-        }
-        // 2 MiB leaves: nothing creates them yet; see `cursor`.
-    });
+            // 2 MiB leaves: nothing creates them yet; see `cursor`.
+        })
+    };
 }

@@ -55,9 +55,32 @@ pub struct Vma {
     pub prot: Prot,
     /// [`vmflags`] bits.
     pub flags: u32,
+    /// The page offset of `start` in the mapped object: for anonymous
+    /// memory the virtual page number the VMA was created at (Linux's
+    /// `vm_pgoff`), kept when mremap moves the VMA, so that a page's index
+    /// still gives its address: `start + (index - pgoff) * 4096`.
+    pub pgoff: u64,
 }
 
 impl Vma {
+    /// A VMA of `[start, end)` whose object offset is its own page number
+    /// (new anonymous memory).
+    pub fn new_anon(start: u64, end: u64, prot: Prot, flags: u32) -> Vma {
+        Vma { start, end, prot, flags, pgoff: start >> 12 }
+    }
+
+    /// The address of object page `index` in this VMA, if it falls inside.
+    pub fn address_of(&self, index: u64) -> Option<u64> {
+        let off = index.checked_sub(self.pgoff)?;
+        let a = self.start.checked_add(off.checked_mul(4096)?)?;
+        (a < self.end).then_some(a)
+    }
+
+    /// The object page index of `addr` (inside the VMA).
+    pub fn index_of(&self, addr: u64) -> u64 {
+        self.pgoff + ((addr - self.start) >> 12)
+    }
+
     /// Length in bytes.
     pub fn len(&self) -> u64 {
         self.end - self.start
@@ -71,7 +94,10 @@ impl Vma {
         self.flags & vmflags::ANON != 0
     }
     fn mergeable(&self, next: &Vma) -> bool {
-        self.end == next.start && self.prot == next.prot && self.flags == next.flags
+        self.end == next.start
+            && self.prot == next.prot
+            && self.flags == next.flags
+            && next.pgoff == self.pgoff + ((self.end - self.start) >> 12)
     }
 }
 
@@ -144,7 +170,7 @@ impl VmaTree {
         if let Some(v) = self.find(addr).copied() {
             if v.start < addr {
                 self.map.insert(v.start, Vma { end: addr, ..v });
-                self.map.insert(addr, Vma { start: addr, ..v });
+                self.map.insert(addr, Vma { start: addr, pgoff: v.index_of(addr), ..v });
             }
         }
     }
@@ -221,7 +247,7 @@ mod tests {
     use super::*;
 
     fn anon(start: u64, end: u64, prot: Prot) -> Vma {
-        Vma { start, end, prot, flags: vmflags::ANON }
+        Vma::new_anon(start, end, prot, vmflags::ANON)
     }
 
     #[test]

@@ -26,50 +26,55 @@ pub(super) fn zap_range(mm: &Mm, g: &mut MmuGather<'_>, start: u64, end: u64) {
     let mut anon = 0i64;
     let mut unused = 0i64;
     let (s, e) = (VirtAddr::new_truncate(start), VirtAddr::new_truncate(end));
-    walk_range(sys, mm.root(), s, e, |step| match step {
-        Step::Ptes(r) => {
-            for (va, slot) in r.slots() {
-                if load_entry(slot).is_none() {
-                    continue;
-                }
-                let old = xchg_entry(slot, Pte::NONE);
-                if !old.maps_frame() {
-                    continue;
-                }
-                g.add_range(va, va + PAGE_SIZE);
-                if old.0 & Pte::SW_PREFAULT != 0 && !old.is_accessed() {
-                    unused += 1;
-                }
-                let pfn = old.pfn();
-                if pfn == zero {
-                    continue;
-                }
-                let f = sys.phys.frame(pfn);
-                f.mapcount.fetch_sub(1, Ordering::AcqRel);
-                if f.has(flags::ANON) {
-                    anon += 1;
-                }
-                g.add_page(pfn);
-            }
-        }
-        Step::Huge { start: hs, slot } => {
-            let span = 2 * 1024 * 1024;
-            // A 2 MiB leaf only partly inside the range would need a split;
-            // nothing maps huge pages yet, so only whole ones are zapped.
-            if hs.as_u64() >= start && hs.as_u64() + span <= end {
-                let old = xchg_entry(slot, Pte::NONE);
-                if old.maps_frame() {
-                    g.add_range(hs, hs + span);
-                    let f = sys.phys.frame(old.pfn());
+    // SAFETY: the caller holds the mmap lock (read for DONTNEED, write for
+    // munmap/exit) for the whole walk; slots are used only inside their
+    // step.
+    unsafe {
+        walk_range(sys, mm.root(), s, e, |step| match step {
+            Step::Ptes(r) => {
+                for (va, slot) in r.slots() {
+                    if load_entry(slot).is_none() {
+                        continue;
+                    }
+                    let old = xchg_entry(slot, Pte::NONE);
+                    if !old.maps_frame() {
+                        continue;
+                    }
+                    g.add_range(va, va + PAGE_SIZE);
+                    if old.0 & Pte::SW_PREFAULT != 0 && !old.is_accessed() {
+                        unused += 1;
+                    }
+                    let pfn = old.pfn();
+                    if pfn == zero {
+                        continue;
+                    }
+                    let f = sys.phys.frame(pfn);
                     f.mapcount.fetch_sub(1, Ordering::AcqRel);
                     if f.has(flags::ANON) {
-                        anon += 512;
+                        anon += 1;
                     }
-                    g.add_page(old.pfn());
+                    g.add_page(pfn);
                 }
             }
-        }
-    });
+            Step::Huge { start: hs, slot } => {
+                let span = 2 * 1024 * 1024;
+                // A 2 MiB leaf only partly inside the range would need a split;
+                // nothing maps huge pages yet, so only whole ones are zapped.
+                if hs.as_u64() >= start && hs.as_u64() + span <= end {
+                    let old = xchg_entry(slot, Pte::NONE);
+                    if old.maps_frame() {
+                        g.add_range(hs, hs + span);
+                        let f = sys.phys.frame(old.pfn());
+                        f.mapcount.fetch_sub(1, Ordering::AcqRel);
+                        if f.has(flags::ANON) {
+                            anon += 512;
+                        }
+                        g.add_page(old.pfn());
+                    }
+                }
+            }
+        })
+    };
     if anon != 0 {
         mm.add_rss(g.cpu(), RssKind::Anon, -anon);
     }

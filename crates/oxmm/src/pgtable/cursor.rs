@@ -68,7 +68,19 @@ pub enum Step<'a, 'b> {
 ///
 /// Enters with: the mmap lock of the mm owning `root` (read or write).
 /// Returns with: the same; no table lock held.
-pub fn walk_range<'a>(sys: &'a System, root: Pfn, start: VirtAddr, end: VirtAddr, mut f: impl FnMut(Step<'a, '_>)) {
+///
+/// # Safety
+///
+/// The caller holds the mmap lock of the mm whose root is `root` for the
+/// whole call, and `f` does not keep a slot past its step (the slots'
+/// lifetime is the system's, longer than the lock's).
+pub unsafe fn walk_range<'a>(
+    sys: &'a System,
+    root: Pfn,
+    start: VirtAddr,
+    end: VirtAddr,
+    mut f: impl FnMut(Step<'a, '_>),
+) {
     walk_level(sys, root, Native::LEVELS, start.as_u64(), end.as_u64(), &mut f);
 }
 
@@ -121,7 +133,7 @@ fn walk_level<'a>(sys: &'a System, table: Pfn, level: usize, start: u64, end: u6
 /// such table is empty.
 ///
 /// Enters with: the mmap lock held for writing.
-pub fn free_tables(
+pub(crate) fn free_tables(
     sys: &System,
     gather: &mut MmuGather<'_>,
     root: Pfn,

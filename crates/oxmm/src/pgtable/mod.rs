@@ -76,8 +76,15 @@ pub fn pte_table_alloc(sys: &System, cpu: CpuId, owner: u64, root: Pfn, va: Virt
 ///
 /// Enters with: the mmap lock held (read or write) for the mm owning `root`.
 /// Returns with: the same; the slot stays valid while it is held.
+///
+/// # Safety
+///
+/// The caller holds the mmap lock of the mm whose root is `root` for as
+/// long as it uses the returned reference (the `'_` lifetime is the
+/// system's, longer than the lock's: the caller must not keep the slot past
+/// its guard).
 #[inline]
-pub fn pte_slot_alloc(
+pub unsafe fn pte_slot_alloc(
     sys: &System,
     cpu: CpuId,
     owner: u64,
@@ -92,7 +99,12 @@ pub fn pte_slot_alloc(
 /// The PTE slot mapping `va`, if every table on the way exists.
 ///
 /// Enters with: the mmap lock held. Returns with: the same.
-pub fn pte_slot(sys: &System, root: Pfn, va: VirtAddr) -> Result<&HwAtomicU64, SlotError> {
+///
+/// # Safety
+///
+/// As for [`pte_slot_alloc`]: the mmap lock of `root`'s mm is held while
+/// the returned reference is used.
+pub unsafe fn pte_slot(sys: &System, root: Pfn, va: VirtAddr) -> Result<&HwAtomicU64, SlotError> {
     let mut table = root;
     for level in (2..=Native::LEVELS).rev() {
         // SAFETY: as in `pte_slot_alloc`.

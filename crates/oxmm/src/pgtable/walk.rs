@@ -46,8 +46,16 @@ pub enum WalkFault {
 ///
 /// Enters with: an open access window on the walking CPU (see the TLB
 /// protocol), or the mmap lock held. No lock is taken.
+///
+/// # Safety
+///
+/// `root` must be the root table of a live mm, and every table reachable
+/// from it must stay allocated for the duration of the call: the caller
+/// is inside an access window that the platform's TLB flush waits for
+/// (tables are freed only after such a flush), or holds that mm's mmap
+/// lock (tables are freed only under it, for writing).
 #[inline]
-pub fn translate(sys: &System, root: Pfn, va: VirtAddr, write: bool) -> Result<Translation, WalkFault> {
+pub unsafe fn translate(sys: &System, root: Pfn, va: VirtAddr, write: bool) -> Result<Translation, WalkFault> {
     let mut table = root;
     let mut level = Native::LEVELS;
     loop {

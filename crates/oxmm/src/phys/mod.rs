@@ -185,6 +185,11 @@ impl PhysMem {
         self.bad_frees.load(Ordering::Relaxed)
     }
 
+    /// Count a release of a frame that held no reference.
+    pub fn note_bad_free(&self) {
+        self.bad_frees.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// The zones.
     pub fn zones(&self) -> &[Zone] {
         &self.zones
@@ -353,6 +358,8 @@ impl PhysMem {
             }
         }
         if order > 0 {
+            // Merging needs every cached frame back in the buddy lists.
+            self.drain_all();
             for zone in self.zonelist(cpu, gfp) {
                 if let Some(pfn) = self.buddy_alloc(zone, order) {
                     self.mark_allocated(pfn, order, gfp);
@@ -375,12 +382,19 @@ impl PhysMem {
     /// counts a bad free) for a double free.
     fn claim_for_free(&self, pfn: Pfn) -> bool {
         let f = self.frame(pfn);
-        let fl = f.flags.load(Ordering::Acquire);
-        if fl & flags::ALLOCATED == 0 || f.flags.compare_exchange(fl, 0, Ordering::AcqRel, Ordering::Relaxed).is_err() {
-            self.bad_frees.fetch_add(1, Ordering::Relaxed);
-            return false;
+        let mut fl = f.flags.load(Ordering::Acquire);
+        loop {
+            if fl & flags::ALLOCATED == 0 {
+                self.bad_frees.fetch_add(1, Ordering::Relaxed);
+                return false;
+            }
+            // A concurrent change of another flag bit retries; only a frame
+            // that is not allocated is a double free.
+            match f.flags.compare_exchange_weak(fl, 0, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return true,
+                Err(now) => fl = now,
+            }
         }
-        true
     }
 
     /// Free one frame on `cpu` (into its cache; a full cache drains a batch

@@ -13,6 +13,7 @@ use crate::system::System;
 pub struct MmuGather<'a> {
     sys: &'a System,
     cpu: CpuId,
+    initiator: Option<CpuId>,
     asid: u64,
     start: u64,
     end: u64,
@@ -28,6 +29,7 @@ impl<'a> MmuGather<'a> {
         MmuGather {
             sys,
             cpu,
+            initiator: Some(cpu),
             asid,
             start: u64::MAX,
             end: 0,
@@ -36,6 +38,15 @@ impl<'a> MmuGather<'a> {
             tables: Vec::new(),
             done: false,
         }
+    }
+
+    /// A batch run by no CPU of the machine (a teardown from whatever thread
+    /// dropped the last reference): the flush waits for every CPU in the
+    /// mask, and frames are freed through CPU 0's cache (under its lock).
+    pub fn detached(sys: &'a System, asid: u64) -> MmuGather<'a> {
+        let mut g = MmuGather::new(sys, CpuId(0), asid);
+        g.initiator = None;
+        g
     }
 
     /// The CPU doing the work.
@@ -80,7 +91,7 @@ impl<'a> MmuGather<'a> {
             } else {
                 FlushRange::Range { start: VirtAddr::new_truncate(self.start), end: VirtAddr::new_truncate(self.end) }
             };
-            flush(self.sys, self.cpu, self.asid, cpus, range, !self.tables.is_empty());
+            flush(self.sys, self.cpu, self.initiator, self.asid, cpus, range, !self.tables.is_empty());
         }
         for &p in &self.pages {
             self.sys.put_page(self.cpu, p);
@@ -97,15 +108,23 @@ impl Drop for MmuGather<'_> {
     }
 }
 
-fn flush(sys: &System, cpu: CpuId, asid: u64, cpus: CpuMask, range: FlushRange, tables_freed: bool) {
+fn flush(
+    sys: &System,
+    cpu: CpuId,
+    initiator: Option<CpuId>,
+    asid: u64,
+    cpus: CpuMask,
+    range: FlushRange,
+    tables_freed: bool,
+) {
     sys.stats.inc(cpu, Stat::TlbFlush);
-    let remote = cpus.0 & !(1u64 << cpu.0);
+    let remote = cpus.0 & !initiator.map_or(0, |c| 1u64 << c.0);
     if remote != 0 {
         sys.stats.inc(cpu, Stat::TlbShootdown);
         // Each remote CPU's flush request writes a line that CPU owns.
         sys.stats.add(cpu, Stat::SharedWrite, i64::from(remote.count_ones()));
     }
-    sys.platform().flush_tlb(&FlushRequest { asid, cpus, initiator: Some(cpu), range, tables_freed });
+    sys.platform().flush_tlb(&FlushRequest { asid, cpus, initiator, range, tables_freed });
 }
 
 /// A PTE was changed in a way that stale TLB entries must not outlive
@@ -125,6 +144,6 @@ impl PendingFlush {
 
     /// Do it.
     pub fn flush(self, sys: &System, cpu: CpuId, cpus: CpuMask) {
-        flush(sys, cpu, self.asid, cpus, FlushRange::Range { start: self.start, end: self.end }, false);
+        flush(sys, cpu, Some(cpu), self.asid, cpus, FlushRange::Range { start: self.start, end: self.end }, false);
     }
 }
