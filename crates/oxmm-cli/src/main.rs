@@ -33,6 +33,9 @@ struct MachineArgs {
     /// CPUs (default: 4, or the largest thread count of the benchmark).
     #[arg(long)]
     cpus: Option<usize>,
+    /// Reverse-map scheme.
+    #[arg(long, value_enum, default_value_t = RmapArg::Chains)]
+    rmap: RmapArg,
 }
 
 impl MachineArgs {
@@ -43,6 +46,29 @@ impl MachineArgs {
             nodes: self.nodes,
             cpus: self.cpus.unwrap_or_else(|| d.cpus.max(min_cpus)),
             movable_percent: d.movable_percent,
+            rmap: self.rmap.scheme(),
+        }
+    }
+}
+
+/// The reverse-map scheme, on the command line.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default)]
+enum RmapArg {
+    /// pte chains (shared chains, hashed rmap locks).
+    #[default]
+    Chains,
+    /// Object-based (anon_vma).
+    Object,
+    /// No reverse map.
+    None,
+}
+
+impl RmapArg {
+    fn scheme(self) -> oxmm::rmap::RmapScheme {
+        match self {
+            RmapArg::Chains => oxmm::rmap::RmapScheme::PteChains,
+            RmapArg::Object => oxmm::rmap::RmapScheme::Object,
+            RmapArg::None => oxmm::rmap::RmapScheme::None,
         }
     }
 }
@@ -71,7 +97,8 @@ enum Cmd {
 #[derive(Subcommand, Debug)]
 enum BenchCmd {
     /// Anonymous write-fault throughput: N threads map, touch one byte per
-    /// page, unmap; hosted machine vs host kernel.
+    /// page, unmap; the host kernel, oxmm with prefault off and on (and
+    /// with shared RSS counters), and the zero-fill limit, in one run.
     Faults {
         #[command(flatten)]
         args: bench::FaultsArgs,
@@ -114,17 +141,17 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(code)
         }
         Cmd::Bench(BenchCmd::Faults { args, machine }) => {
+            args.validate()?;
             let max_gb = args.gb.iter().copied().fold(0.0f64, f64::max);
             let max_threads = args.threads.iter().copied().max().unwrap_or(1);
             // The data, plus page tables (1/512), per-CPU caches and slack.
             let need = ((max_gb * (1u64 << 30) as f64) * 1.01) as u64 + (256 << 20);
             let need = need.div_ceil(1 << 21) << 21;
             let m = boot(machine.config(need, max_threads))?;
-            let target = bench::OxmmTarget::new(m)?;
-            let kernel = bench::NativeTarget::new();
+            let targets = bench::fault_targets(&m, &args)?;
             let mut out = stdout.lock();
-            bench::run_faults(&args, &target, &kernel, &mut out)?;
-            target.machine().check().map_err(|e| anyhow::anyhow!("after the benchmark: {e}"))?;
+            bench::run_faults(&args, &targets, &mut out)?;
+            m.check().map_err(|e| anyhow::anyhow!("after the benchmark: {e}"))?;
             Ok(0)
         }
     }

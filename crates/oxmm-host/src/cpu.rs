@@ -361,6 +361,11 @@ impl Cpu {
         Ok(self.mm()?.brk(self.id, new))
     }
 
+    /// `fork()` the process `p` from this CPU: a copy-on-write child.
+    pub fn fork(&mut self, p: &Process) -> SysResult<Process> {
+        Ok(Process::new(p.mm.fork(self.id)?))
+    }
+
     /// Exit `p`: tear down its address space (from this CPU).
     pub fn exit_process(&mut self, p: Process) {
         if self.mm.as_ref().is_some_and(|m| Arc::ptr_eq(m, &p.mm)) {

@@ -25,12 +25,20 @@ pub struct MachineConfig {
     pub cpus: usize,
     /// Percent of each node in the movable zone.
     pub movable_percent: u64,
+    /// The reverse-map scheme.
+    pub rmap: oxmm::rmap::RmapScheme,
 }
 
 impl Default for MachineConfig {
     /// The built-in default machine: 2 GiB, one node, 4 CPUs.
     fn default() -> Self {
-        MachineConfig { mem_bytes: 2 << 30, nodes: 1, cpus: 4, movable_percent: 75 }
+        MachineConfig {
+            mem_bytes: 2 << 30,
+            nodes: 1,
+            cpus: 4,
+            movable_percent: 75,
+            rmap: oxmm::rmap::RmapScheme::PteChains,
+        }
     }
 }
 
@@ -65,7 +73,12 @@ impl Machine {
         let platform = Arc::new(HostPlatform::new(arena, config.cpus));
         let sys = System::new(
             platform.clone(),
-            SystemConfig { nodes: config.nodes, movable_percent: config.movable_percent, ..SystemConfig::default() },
+            SystemConfig {
+                nodes: config.nodes,
+                movable_percent: config.movable_percent,
+                rmap: config.rmap,
+                ..SystemConfig::default()
+            },
         )
         .map_err(|e| HostError::Config(format!("boot failed: {e}")))?;
         Ok(Arc::new(Machine {

@@ -16,7 +16,10 @@
 //!    `NrAnonPages` counts them;
 //! 6. no frame was freed twice;
 //! 7. when no mm is alive, the free count is the boot count less the zero
-//!    page.
+//!    page;
+//! 8. the reverse map finds exactly the PTEs that map each page — every PTE
+//!    found, no stale entry — under either scheme, and the pte-chain
+//!    counters (chained frames) agree with the frames' maps.
 
 use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::format;
@@ -27,8 +30,9 @@ use core::fmt;
 use crate::addr::Pfn;
 use crate::arch::{load_entry, EntryKind, Native, PagingFormat};
 use crate::mm::vma::VmaTree;
-use crate::mm::Mm;
+use crate::mm::{Mm, MmState};
 use crate::phys::frame::flags;
+use crate::rmap::{PteRef, RmapScheme};
 use crate::stats::Stat;
 use crate::system::System;
 
@@ -65,6 +69,8 @@ pub struct CheckSummary {
 struct Walk<'a> {
     sys: &'a System,
     counts: BTreeMap<u64, i64>,
+    /// Where each frame is mapped (level-1 PTEs).
+    locations: BTreeMap<u64, Vec<PteRef>>,
     tables: BTreeSet<u64>,
     v: Vec<String>,
     mapped_ptes: u64,
@@ -138,6 +144,9 @@ impl Walk<'_> {
                         self.bad(format!("mm {mm}: PTE at {va:#x} maps free frame {pfn:?} (flags {:#x})", f.flags()));
                     }
                     *self.counts.entry(pfn.as_u64()).or_insert(0) += 1;
+                    if level == 1 {
+                        self.locations.entry(pfn.as_u64()).or_default().push(PteRef::new(table, i));
+                    }
                     *rss += if level == 1 { 1 } else { size / 4096 };
                 }
             }
@@ -152,7 +161,14 @@ pub fn check(sys: &System) -> Result<CheckSummary, CheckError> {
     // `dead` and the lock would leave a freed root to walk.
     let (mms, guards): (Vec<_>, Vec<_>) =
         all.iter().map(|m| (m, m.write())).filter(|(_, g)| !g.dead).map(|(m, g)| (m.clone(), g)).unzip();
-    let mut w = Walk { sys, counts: BTreeMap::new(), tables: BTreeSet::new(), v: Vec::new(), mapped_ptes: 0 };
+    let mut w = Walk {
+        sys,
+        counts: BTreeMap::new(),
+        locations: BTreeMap::new(),
+        tables: BTreeSet::new(),
+        v: Vec::new(),
+        mapped_ptes: 0,
+    };
     for (mm, st) in mms.iter().zip(guards.iter()) {
         let mut rss = 0u64;
         w.table(mm.id(), &st.vmas, mm.root(), Native::LEVELS, 0, &mut rss);
@@ -161,6 +177,7 @@ pub fn check(sys: &System) -> Result<CheckSummary, CheckError> {
             w.bad(format!("mm {}: RSS anon {} but {} PTEs map private frames", mm.id(), folded.anon, rss));
         }
     }
+    check_rmap(&mut w, &mms, &guards);
     let mut anon = 0i64;
     let mut tables_flagged = 0u64;
     let mut allocated = 0u64;
@@ -223,5 +240,63 @@ pub fn check(sys: &System) -> Result<CheckSummary, CheckError> {
         Ok(summary)
     } else {
         Err(CheckError { violations: w.v })
+    }
+}
+
+/// Invariant 8: for every mapped user frame, the reverse map's answer equals
+/// the PTEs the page-table walk found. Runs with every mm's write lock held
+/// (`guards`) and the chain lock exclusive (no coalescing, no rmap change).
+fn check_rmap(
+    w: &mut Walk<'_>,
+    mms: &[alloc::sync::Arc<Mm>],
+    guards: &[crate::sync::brlock::BrWriteGuard<'_, MmState>],
+) {
+    let sys = w.sys;
+    let scheme = sys.rmap().scheme;
+    if scheme == RmapScheme::None {
+        return;
+    }
+    let _chains = sys.rmap().chains.lock.write();
+    let mut chained = 0i64;
+    if scheme == RmapScheme::PteChains {
+        for p in 1..sys.phys.total_frames() {
+            let f = sys.phys.frame(Pfn::new_unchecked(p));
+            if f.flags() & flags::ALLOCATED != 0
+                && f.flags() & flags::ANON != 0
+                && f.rmap.load(crate::sync::Ordering::Relaxed) & crate::rmap::chain::CHAIN != 0
+            {
+                chained += 1;
+            }
+        }
+        let counted = sys.rmap().chains.chained_frames.load(crate::sync::Ordering::Relaxed);
+        if counted != chained {
+            w.bad(format!("ReverseMaps counts {counted} chained frames, {chained} have chains"));
+        }
+    }
+    let frames: Vec<(u64, Vec<PteRef>)> = w.locations.iter().map(|(k, v)| (*k, v.clone())).collect();
+    for (p, mut actual) in frames {
+        let pfn = Pfn::new_unchecked(p);
+        if sys.phys.frame(pfn).flags() & flags::ANON == 0 {
+            continue;
+        }
+        let mut found: Vec<PteRef> = match scheme {
+            RmapScheme::PteChains => {
+                let mut v = Vec::new();
+                sys.rmap().chains.refs(sys, sys.phys.frame(pfn), &mut v);
+                v
+            }
+            RmapScheme::Object => crate::rmap::object_mappings(sys, pfn, &|m: &Mm| {
+                mms.iter().zip(guards.iter()).find(|(x, _)| x.id() == m.id()).map(|(x, g)| (x.root(), g.vmas.clone()))
+            })
+            .into_iter()
+            .map(|m| m.pte)
+            .collect(),
+            RmapScheme::None => continue,
+        };
+        actual.sort();
+        found.sort();
+        if actual != found {
+            w.bad(format!("frame {pfn:?}: PTEs map it at {actual:?} but the reverse map gives {found:?}"));
+        }
     }
 }

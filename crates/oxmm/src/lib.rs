@@ -40,6 +40,7 @@ pub mod mm;
 pub mod pgtable;
 pub mod phys;
 pub mod platform;
+pub mod rmap;
 pub mod stats;
 pub mod sync;
 pub mod system;

@@ -31,11 +31,19 @@ pub struct SystemConfig {
     /// Linux (op scripts compare RSS with the kernel's, so off is the
     /// default). [`System::set_prefault`] changes it at run time.
     pub prefault: Option<u8>,
+    /// The reverse-map scheme (pte chains by default).
+    pub rmap: crate::rmap::RmapScheme,
 }
 
 impl Default for SystemConfig {
     fn default() -> Self {
-        SystemConfig { nodes: 1, movable_percent: 75, rss_mode: RssMode::PerCpu, prefault: None }
+        SystemConfig {
+            nodes: 1,
+            movable_percent: 75,
+            rss_mode: RssMode::PerCpu,
+            prefault: None,
+            rmap: crate::rmap::RmapScheme::PteChains,
+        }
     }
 }
 
@@ -67,6 +75,7 @@ pub struct System {
     /// `max_order + 1` while prefault is on, 0 while off.
     prefault: AtomicU32,
     predictors: Box<[CachePadded<crate::fault::prefault::Predictor>]>,
+    rmap: crate::rmap::Rmap,
     next_mm_id: AtomicU64,
     mms: Mutex<BTreeMap<u64, Weak<Mm>>>,
 }
@@ -106,6 +115,7 @@ impl System {
             config: cfg,
             prefault: AtomicU32::new(cfg.prefault.map_or(0, |o| u32::from(o.min(PREFAULT_MAX_ORDER)) + 1)),
             predictors: (0..cpus).map(|_| CachePadded::new(crate::fault::prefault::Predictor::new())).collect(),
+            rmap: crate::rmap::Rmap::new(cfg.rmap, cpus),
             next_mm_id: AtomicU64::new(1),
             mms: new_mutex(BTreeMap::new()),
         };
@@ -134,6 +144,12 @@ impl System {
     pub fn set_prefault(&self, max_order: Option<u8>) {
         let v = max_order.map_or(0, |o| u32::from(o.min(PREFAULT_MAX_ORDER)) + 1);
         self.prefault.store(v, Ordering::Relaxed);
+    }
+
+    /// The reverse-map state.
+    #[inline]
+    pub fn rmap(&self) -> &crate::rmap::Rmap {
+        &self.rmap
     }
 
     /// The prefault predictor of `cpu`.

@@ -19,11 +19,35 @@ use crate::fault::{Access, FaultError};
 use crate::mm::rss::RssKind;
 use crate::mm::vma::Vma;
 use crate::mm::Mm;
-use crate::phys::frame::flags;
+use crate::phys::frame::{flags, Frame};
 use crate::phys::Gfp;
 use crate::platform::CpuId;
+use crate::rmap::{self, PteRef};
 use crate::stats::Stat;
 use crate::sync::Ordering;
+
+/// Set up the metadata of a fresh anonymous page about to be mapped at
+/// `va` of `vma` through PTE `r`: its index in the VMA's object, its owner
+/// (the anon_vma under the object-based reverse map, else the mm), one
+/// mapping, and its reverse map — all before the PTE publishes it.
+#[inline]
+pub(crate) fn setup_new_page(mm: &Mm, vma: &Vma, f: &Frame, va: VirtAddr, r: PteRef) {
+    f.index.store(vma.index_of(va.as_u64()), Ordering::Relaxed);
+    let owner = if vma.anon_vma != 0 { vma.anon_vma } else { mm.id() };
+    f.mapping.store(owner, Ordering::Relaxed);
+    f.mapcount.store(1, Ordering::Relaxed);
+    f.flags.fetch_or(flags::ANON, Ordering::Relaxed);
+    rmap::new_page(mm.sys(), f, r);
+}
+
+/// Undo [`setup_new_page`] for a page that lost the race to its PTE (it was
+/// never visible, so no lock is needed).
+#[inline]
+pub(crate) fn undo_new_page(f: &Frame) {
+    f.mapcount.store(0, Ordering::Relaxed);
+    f.flags.fetch_and(!flags::ANON, Ordering::Relaxed);
+    rmap::unpublished(f);
+}
 
 /// The leaf bits of a fresh private anonymous page in `vma`.
 #[inline]
@@ -97,10 +121,7 @@ pub fn do_anonymous_page(
     for (k, &pfn) in frames[..got].iter().enumerate() {
         sys.zero_frame(pfn);
         let f = sys.phys.frame(pfn);
-        f.index.store(va.vpn() + k as u64, Ordering::Relaxed);
-        f.mapping.store(mm.id(), Ordering::Relaxed);
-        f.mapcount.store(1, Ordering::Relaxed);
-        f.flags.fetch_or(flags::ANON, Ordering::Relaxed);
+        setup_new_page(mm, vma, f, va + k as u64 * 4096, PteRef::new(table, idx + k));
         let pte = Pte::new(pfn, prefault_bits(anon_leaf_flags(vma, true), k));
         // Release (in cas_entry): publishes the zeroed page and the metadata
         // above; pairs with the Acquire load in walkers and rmap.
@@ -109,8 +130,7 @@ pub fn do_anonymous_page(
             installed += 1;
         } else {
             // Lost the race: the frame was never visible. Undo and free.
-            f.mapcount.store(0, Ordering::Relaxed);
-            f.flags.fetch_and(!flags::ANON, Ordering::Relaxed);
+            undo_new_page(f);
             sys.phys.free_frame(cpu, pfn);
             if k == 0 {
                 sys.stats.inc(cpu, Stat::FaultRaceLost);

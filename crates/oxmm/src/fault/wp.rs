@@ -15,7 +15,7 @@
 
 use core::sync::atomic::AtomicU64 as HwAtomicU64;
 
-use super::anon::anon_leaf_flags;
+use super::anon::{anon_leaf_flags, setup_new_page, undo_new_page};
 use crate::addr::{Pfn, VirtAddr, PAGE_SIZE};
 use crate::arch::{cas_entry, load_entry, Pte};
 use crate::fault::FaultError;
@@ -25,6 +25,7 @@ use crate::mm::Mm;
 use crate::pgtable::lock::PtlGuard;
 use crate::phys::frame::flags;
 use crate::platform::CpuId;
+use crate::rmap::{self, PteRef};
 use crate::stats::Stat;
 use crate::sync::Ordering;
 use crate::tlb::PendingFlush;
@@ -56,6 +57,8 @@ pub fn do_wp_page(
             return Ok(());
         }
     }
+    // Held across the PTE change and the old page's reverse-map change.
+    let _chains = rmap::guard(sys, cpu);
     if !is_zero {
         // Pin the page before reading it: under the table's lock (which zap
         // holds while it clears PTEs) the PTE still mapping it proves the
@@ -77,10 +80,8 @@ pub fn do_wp_page(
         sys.copy_frame(pfn, old_pfn);
     }
     let f = sys.phys.frame(pfn);
-    f.index.store(va.vpn(), Ordering::Relaxed);
-    f.mapping.store(mm.id(), Ordering::Relaxed);
-    f.mapcount.store(1, Ordering::Relaxed);
-    f.flags.fetch_or(flags::ANON, Ordering::Relaxed);
+    let r = PteRef::new(table, va.table_index(1));
+    setup_new_page(mm, vma, f, va, r);
     let new = Pte::new(pfn, anon_leaf_flags(vma, true));
     match cas_entry(slot, old, new) {
         Ok(_) => {
@@ -90,6 +91,7 @@ pub fn do_wp_page(
             PendingFlush::new(mm.id(), va, va + PAGE_SIZE).flush(sys, cpu, mm.cpumask());
             if !is_zero {
                 let of = sys.phys.frame(old_pfn);
+                rmap::remove_one(sys, cpu, old_pfn, r);
                 of.mapcount.fetch_sub(1, Ordering::AcqRel);
                 if of.has(flags::ANON) {
                     mm.add_rss(cpu, RssKind::Anon, -1);
@@ -101,8 +103,7 @@ pub fn do_wp_page(
             Ok(())
         }
         Err(_) => {
-            f.mapcount.store(0, Ordering::Relaxed);
-            f.flags.fetch_and(!flags::ANON, Ordering::Relaxed);
+            undo_new_page(f);
             sys.phys.free_frame(cpu, pfn);
             if !is_zero {
                 sys.put_page(cpu, old_pfn);

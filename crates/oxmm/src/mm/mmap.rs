@@ -91,12 +91,25 @@ impl Mm {
         if fixed {
             self.unmap_locked(&mut st, cpu, addr, addr + len);
         }
-        st.vmas.insert(Vma::new_anon(start, start + len, prot, vflags));
+        let mut vma = Vma::new_anon(start, start + len, prot, vflags);
+        vma.anon_vma = self.anon_vma_for(&st.vmas, &vma);
+        st.vmas.insert(vma);
         drop(st);
         if flags.contains(MapFlags::POPULATE) || flags.contains(MapFlags::LOCKED) {
             self.populate(cpu, start, start + len, prot);
         }
         Ok(VirtAddr::new_truncate(start))
+    }
+
+    /// The anon_vma a new anonymous VMA gets under the object-based
+    /// reverse map: a mergeable neighbour's, or a new one (0 under other
+    /// schemes).
+    pub(crate) fn anon_vma_for(&self, vmas: &super::VmaTree, v: &Vma) -> u64 {
+        if self.sys().rmap().scheme != crate::rmap::RmapScheme::Object {
+            return 0;
+        }
+        vmas.mergeable_anon_vma(v.start, v.end, v.prot, v.flags)
+            .unwrap_or_else(|| self.sys().rmap().objects.create(&self.arc()))
     }
 
     /// Fault in every page of `[start, end)` (failures are ignored, as
@@ -172,7 +185,9 @@ impl Mm {
         if !st.vmas.overlapping(oldbrk, newbrk + PAGE_SIZE).is_empty() {
             return st.brk;
         }
-        st.vmas.insert(Vma::new_anon(oldbrk, newbrk, Prot::RW, vmflags::ANON | vmflags::HEAP));
+        let mut vma = Vma::new_anon(oldbrk, newbrk, Prot::RW, vmflags::ANON | vmflags::HEAP);
+        vma.anon_vma = self.anon_vma_for(&st.vmas, &vma);
+        st.vmas.insert(vma);
         st.brk = new;
         new
     }

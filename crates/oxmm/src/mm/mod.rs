@@ -10,6 +10,7 @@
 //! for writing; faults, `madvise` and `mincore` hold it for reading.
 
 pub mod flags;
+mod fork;
 mod madvise;
 mod mincore;
 mod mmap;
@@ -69,6 +70,7 @@ impl MmState {
 
 /// An address space.
 pub struct Mm {
+    me: alloc::sync::Weak<Mm>,
     sys: Arc<System>,
     id: u64,
     root: Pfn,
@@ -90,7 +92,8 @@ impl Mm {
     pub fn with_rss_mode(sys: &Arc<System>, cpu: CpuId, rss_mode: crate::system::RssMode) -> SysResult<Arc<Mm>> {
         let id = sys.new_mm_id();
         let root = sys.alloc_table(cpu, id).ok_or(Errno::ENOMEM)?;
-        let mm = Arc::new(Mm {
+        let mm = Arc::new_cyclic(|me| Mm {
+            me: me.clone(),
             sys: sys.clone(),
             id,
             root,
@@ -104,6 +107,11 @@ impl Mm {
         });
         sys.register_mm(id, Arc::downgrade(&mm));
         Ok(mm)
+    }
+
+    /// This mm as a strong reference (it is alive while `&self` is).
+    pub fn arc(&self) -> Arc<Mm> {
+        self.me.upgrade().expect("an Mm borrowed is an Mm alive")
     }
 
     /// The system.
@@ -219,6 +227,7 @@ impl Mm {
         for v in &all {
             zap::zap_range(self, &mut g, v.start, v.end);
         }
+        crate::rmap::mm_exit(self, &st.vmas);
         st.vmas = VmaTree::new();
         crate::pgtable::cursor::free_tables(&self.sys, &mut g, self.root, 0, USER_TOP, 0, USER_TOP);
         g.finish(self.cpumask());

@@ -63,6 +63,15 @@ impl RssCounters {
         }
     }
 
+    /// The mode these counters were made in.
+    pub fn mode(&self) -> crate::system::RssMode {
+        if self.shared {
+            crate::system::RssMode::Shared
+        } else {
+            crate::system::RssMode::PerCpu
+        }
+    }
+
     /// True if every CPU writes the same counters.
     pub fn is_shared(&self) -> bool {
         self.shared

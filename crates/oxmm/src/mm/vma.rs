@@ -60,13 +60,15 @@ pub struct Vma {
     /// `vm_pgoff`), kept when mremap moves the VMA, so that a page's index
     /// still gives its address: `start + (index - pgoff) * 4096`.
     pub pgoff: u64,
+    /// The anon_vma of the object-based reverse map (0: none).
+    pub anon_vma: u64,
 }
 
 impl Vma {
     /// A VMA of `[start, end)` whose object offset is its own page number
     /// (new anonymous memory).
     pub fn new_anon(start: u64, end: u64, prot: Prot, flags: u32) -> Vma {
-        Vma { start, end, prot, flags, pgoff: start >> 12 }
+        Vma { start, end, prot, flags, pgoff: start >> 12, anon_vma: 0 }
     }
 
     /// The address of object page `index` in this VMA, if it falls inside.
@@ -97,6 +99,7 @@ impl Vma {
         self.end == next.start
             && self.prot == next.prot
             && self.flags == next.flags
+            && self.anon_vma == next.anon_vma
             && next.pgoff == self.pgoff + ((self.end - self.start) >> 12)
     }
 }
@@ -189,6 +192,18 @@ impl VmaTree {
         debug_assert!(self.overlapping(vma.start, vma.end).is_empty());
         self.map.insert(vma.start, vma);
         self.merge_around(vma.start, vma.end);
+    }
+
+    /// The anon_vma of a neighbour that a new VMA `[start, end)` with
+    /// `prot`/`flags` would merge with (Linux's `find_mergeable_anon_vma`).
+    pub fn mergeable_anon_vma(&self, start: u64, end: u64, prot: Prot, flags: u32) -> Option<u64> {
+        let fits = |v: &Vma| v.prot == prot && v.flags == flags && v.anon_vma != 0;
+        if let Some(p) =
+            self.prev(start).filter(|p| p.end == start && fits(p) && p.pgoff + ((p.end - p.start) >> 12) == start >> 12)
+        {
+            return Some(p.anon_vma);
+        }
+        self.find_from(end).filter(|n| n.start == end && fits(n) && n.pgoff == end >> 12).map(|n| n.anon_vma)
     }
 
     /// Change every VMA in `[start, end)` (splitting at the edges) with `f`,

@@ -13,6 +13,7 @@ use crate::addr::{VirtAddr, PAGE_SIZE};
 use crate::arch::{load_entry, xchg_entry, Pte};
 use crate::pgtable::cursor::{walk_range, Step};
 use crate::phys::frame::flags;
+use crate::rmap::PteRef;
 use crate::sync::Ordering;
 use crate::tlb::MmuGather;
 
@@ -25,6 +26,9 @@ pub(super) fn zap_range(mm: &Mm, g: &mut MmuGather<'_>, start: u64, end: u64) {
     let zero = sys.zero_pfn();
     let mut anon = 0i64;
     let mut unused = 0i64;
+    // Held across the PTE changes and the reverse-map changes.
+    let _chains = crate::rmap::guard(sys, g.cpu());
+    let mut batch: alloc::vec::Vec<(crate::addr::Pfn, PteRef)> = alloc::vec::Vec::with_capacity(512);
     let (s, e) = (VirtAddr::new_truncate(start), VirtAddr::new_truncate(end));
     // SAFETY: the caller holds the mmap lock (read for DONTNEED, write for
     // munmap/exit) for the whole walk; slots are used only inside their
@@ -53,8 +57,11 @@ pub(super) fn zap_range(mm: &Mm, g: &mut MmuGather<'_>, start: u64, end: u64) {
                     if f.has(flags::ANON) {
                         anon += 1;
                     }
+                    batch.push((pfn, PteRef::new(r.table(), va.table_index(1))));
                     g.add_page(pfn);
                 }
+                // One batch per page-table page, with its lock still held.
+                crate::rmap::remove_batch(sys, g.cpu(), &mut batch);
             }
             Step::Huge { start: hs, slot } => {
                 let span = 2 * 1024 * 1024;

@@ -59,10 +59,18 @@ pub fn pte_table_alloc(sys: &System, cpu: CpuId, owner: u64, root: Pfn, va: Virt
         //   the caller's hold of the mmap lock excludes;
         // - `table_index` is below 512.
         let slot = unsafe { sys.entry(table, va.table_index(level)) };
+        let span_shift = 12 + 9 * (level as u32 - 1);
         table = install::get_or_install(
             slot,
             level,
-            || sys.alloc_table(cpu, owner),
+            || {
+                let t = sys.alloc_table(cpu, owner)?;
+                // A table records the first page it maps: a reverse-map
+                // entry naming (table, slot) then yields its address.
+                let base_vpn = (va.as_u64() >> span_shift << span_shift) >> 12;
+                sys.phys.frame(t).index.store(base_vpn, crate::sync::Ordering::Relaxed);
+                Some(t)
+            },
             |lost| {
                 sys.stats.inc(cpu, crate::stats::Stat::PgTableRaceLost);
                 sys.free_table(cpu, lost)

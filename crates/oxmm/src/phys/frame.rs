@@ -54,6 +54,10 @@ pub struct Frame {
     pub prev: AtomicU32,
     /// NUMA node.
     pub node: AtomicU32,
+    /// The reverse map of a user page (pte chains: a direct PTE reference
+    /// or a chain handle; see [`crate::rmap`]); for a chain-node page, the
+    /// bitmap of its nodes in use.
+    pub rmap: AtomicU64,
     /// The split page-table lock of a page-table page.
     pub ptl: RawSpin,
 }
@@ -77,6 +81,7 @@ impl Frame {
             next: AtomicU32::new(NIL),
             prev: AtomicU32::new(NIL),
             node: AtomicU32::new(node),
+            rmap: AtomicU64::new(0),
             ptl: RawSpin::new(),
         }
     }

@@ -249,6 +249,7 @@ impl PhysMem {
         f.mapcount.store(0, Ordering::Relaxed);
         f.index.store(0, Ordering::Relaxed);
         f.mapping.store(0, Ordering::Relaxed);
+        f.rmap.store(0, Ordering::Relaxed);
         f.order.store(order as u32, Ordering::Relaxed);
         let fl = flags::ALLOCATED | if gfp.movable { flags::MOVABLE } else { 0 };
         // Release: pairs with the Acquire in `Frame::flags`; a reader that

@@ -67,6 +67,8 @@ counters!(
         PrefaultWindow => "prefault_windows",
         /// Extra pages mapped by prefault windows.
         PrefaultPages => "prefault_pages",
+        /// Reverse-map changes dropped for lack of chain-node memory.
+        RmapAllocFail => "rmap_alloc_fail",
         /// Prefaulted pages unmapped without ever being accessed (their
         /// accessed bit was still clear at zap).
         PrefaultUnused => "prefault_unused",

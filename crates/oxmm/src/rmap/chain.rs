@@ -1,0 +1,505 @@
+//! pte chains (seeds 000 and 001), with chains shared between pages.
+//!
+//! A page mapped once holds a direct reference to its PTE in its `rmap`
+//! word (PageDirect). A page mapped more than once points at a *chain*: a
+//! list of one-cache-line nodes (two header words, six entries). An entry
+//! names a PTE as a page-table page plus a slot, so moving a page-table
+//! page (seed 004) only has to rewrite entries. An entry is either
+//! *explicit* (table and slot) or, in the common case, just the table: the
+//! slot is then the page's own `index & 511`, true whenever the page sits at
+//! the virtual address its index names — always, after fork, until an
+//! mremap moves it.
+//!
+//! Chains are immutable once built, and shared: after a fork, all 512 pages
+//! of a page-table page are mapped by the same set of page tables, so they
+//! can point at one chain. That is seed 000's unfinished "pte chain nodes
+//! can be shared" optimisation, and it is what keeps chain memory a small
+//! fraction of page-table memory in the fork fan-out case where one chain
+//! per page would cost twice the page tables (seed 000's measurement). A
+//! change to a page's mappings builds a new chain (copy-on-write) and drops
+//! the page's reference to the old one; batches (fork's copy of a table,
+//! zap's teardown of one) build one new chain per group of pages that
+//! shared an old one. A chain that shrinks to one entry stays a chain: no
+//! collapse back to direct (seed 000: bash's fork/exec would rebuild it at
+//! once).
+//!
+//! Node memory comes from whole frames, 64 nodes each, allocated densest
+//! page first. [`ChainStore::coalesce`] is seed 000's defragmentation: it
+//! empties sparse node pages into dense ones, moving each node and
+//! re-pointing what points at it (the previous node of its chain, or — for
+//! a chain's head — every page sharing it, found through the page table its
+//! first entry names), then frees the emptied pages.
+//!
+//! Locking: a page's `rmap` word changes under its rmap lock
+//! ([`super::locks`]). Every path that changes a PTE mapping a page *and*
+//! that page's chain holds the chain lock shared across both (zap, fork,
+//! COW, mremap), so a PTE and its chain entry agree whenever the chain lock
+//! is free; the coalescer takes it exclusively and relies on that.
+
+use alloc::collections::BTreeMap;
+use alloc::vec::Vec;
+use core::sync::atomic::AtomicU64 as HwAtomicU64;
+
+use super::PteRef;
+use crate::addr::{Pfn, PAGE_SIZE};
+use crate::arch::load_entry;
+use crate::phys::frame::Frame;
+use crate::phys::Gfp;
+use crate::platform::CpuId;
+use crate::sync::brlock::BrLock;
+use crate::sync::{new_mutex, AtomicI64, Mutex, Ordering::Relaxed};
+use crate::system::System;
+
+/// `rmap` word tag: a direct PTE reference in the low bits.
+pub const DIRECT: u64 = 1 << 62;
+/// `rmap` word tag: a chain handle in the low bits.
+pub const CHAIN: u64 = 1 << 61;
+const TAGS: u64 = DIRECT | CHAIN;
+/// Entry tag: an explicit (table, slot) reference.
+const EXPLICIT: u64 = 1 << 63;
+/// Head-node flag in header word 0.
+const HEAD: u64 = 1 << 63;
+/// Entries per node (one 64-byte node: two header words, six entries).
+pub const NODE_ENTRIES: usize = 6;
+/// Bytes per node.
+pub const NODE_BYTES: u64 = 64;
+const NODES_PER_PAGE: u64 = PAGE_SIZE / NODE_BYTES;
+
+/// The entry naming `r` for a page with index `index`.
+#[inline]
+fn entry_for(r: PteRef, index: u64) -> u64 {
+    if r.slot() as u64 == index & 511 {
+        r.table().as_u64()
+    } else {
+        EXPLICIT | r.0
+    }
+}
+
+/// The PTE an entry names, for a page with index `index`.
+#[inline]
+fn entry_ref(e: u64, index: u64) -> PteRef {
+    if e & EXPLICIT != 0 {
+        PteRef(e & !EXPLICIT)
+    } else {
+        PteRef::new(Pfn::new_unchecked(e), (index & 511) as usize)
+    }
+}
+
+/// Node pages and chain statistics.
+pub struct ChainStore {
+    /// Excludes the coalescer (writer) from rmap changes (readers).
+    pub lock: BrLock<()>,
+    alloc: Mutex<Pages>,
+    /// Frames whose rmap is a chain (`ReverseMaps`).
+    pub chained_frames: AtomicI64,
+    /// Nodes in use.
+    pub nodes: AtomicI64,
+}
+
+/// Node pages with free nodes, keyed by (nodes in use, pfn): the densest
+/// non-full page is the last key below "full".
+struct Pages {
+    partial: BTreeMap<(u64, u64), ()>,
+    pages: u64,
+}
+
+impl ChainStore {
+    /// No nodes.
+    pub fn new(cpus: usize) -> ChainStore {
+        ChainStore {
+            lock: BrLock::new(cpus, ()),
+            alloc: new_mutex(Pages { partial: BTreeMap::new(), pages: 0 }),
+            chained_frames: AtomicI64::new(0),
+            nodes: AtomicI64::new(0),
+        }
+    }
+
+    /// Node pages held.
+    pub fn pages(&self) -> u64 {
+        self.alloc.lock().pages
+    }
+
+    fn node<'a>(&self, sys: &'a System, h: u64) -> &'a [HwAtomicU64; 8] {
+        let pfn = Pfn::new_unchecked(h >> 6);
+        let p = sys.frame_ptr(pfn).wrapping_add(((h & 63) * NODE_BYTES) as usize) as *const [HwAtomicU64; 8];
+        // SAFETY:
+        // - `h` is a handle this store handed out: node `h & 63` of the
+        //   chain page `h >> 6`, a frame it allocated and frees only once
+        //   every node in it is free; the node is 64-byte aligned in the
+        //   direct map, valid for the system's lifetime;
+        // - nodes are accessed only atomically.
+        unsafe { &*p }
+    }
+
+    fn alloc_node(&self, sys: &System, cpu: CpuId, avoid: &[u64]) -> Option<u64> {
+        let mut pages = self.alloc.lock();
+        let pick = pages.partial.keys().rev().find(|(_, pfn)| !avoid.contains(pfn)).copied();
+        let (used, pfn) = match pick {
+            Some(k) => k,
+            None => {
+                drop(pages);
+                let pfn = sys.phys.alloc_frame(cpu, Gfp::KERNEL)?.as_u64();
+                sys.phys.frame(Pfn::new_unchecked(pfn)).rmap.store(0, Relaxed);
+                pages = self.alloc.lock();
+                pages.pages += 1;
+                pages.partial.insert((0, pfn), ());
+                (0, pfn)
+            }
+        };
+        let f = sys.phys.frame(Pfn::new_unchecked(pfn));
+        let bitmap = f.rmap.load(Relaxed);
+        let idx = (!bitmap).trailing_zeros() as u64;
+        f.rmap.store(bitmap | (1 << idx), Relaxed);
+        pages.partial.remove(&(used, pfn));
+        if used + 1 < NODES_PER_PAGE {
+            pages.partial.insert((used + 1, pfn), ());
+        }
+        self.nodes.fetch_add(1, Relaxed);
+        Some((pfn << 6) | idx)
+    }
+
+    fn free_node(&self, sys: &System, cpu: CpuId, h: u64) {
+        for w in self.node(sys, h) {
+            w.store(0, Relaxed);
+        }
+        let pfn = h >> 6;
+        let mut pages = self.alloc.lock();
+        let f = sys.phys.frame(Pfn::new_unchecked(pfn));
+        let bitmap = f.rmap.load(Relaxed);
+        let used = u64::from(bitmap.count_ones());
+        f.rmap.store(bitmap & !(1 << (h & 63)), Relaxed);
+        pages.partial.remove(&(used, pfn));
+        self.nodes.fetch_sub(1, Relaxed);
+        if used == 1 {
+            pages.pages -= 1;
+            drop(pages);
+            sys.phys.free_frame(cpu, Pfn::new_unchecked(pfn));
+        } else {
+            pages.partial.insert((used - 1, pfn), ());
+        }
+    }
+
+    /// The entries of chain `head`.
+    fn entries(&self, sys: &System, head: u64, out: &mut Vec<u64>) {
+        let mut h = head;
+        while h != 0 {
+            let n = self.node(sys, h);
+            for e in &n[2..] {
+                let v = e.load(Relaxed);
+                if v != 0 {
+                    out.push(v);
+                }
+            }
+            h = n[0].load(Relaxed) & !HEAD;
+        }
+    }
+
+    /// Build a chain of `entries` with `refs` references. `None` if node
+    /// memory ran out (the caller then keeps the old state).
+    fn build(&self, sys: &System, cpu: CpuId, entries: &[u64], refs: u64) -> Option<u64> {
+        let mut handles: Vec<u64> = Vec::new();
+        for _ in 0..entries.len().div_ceil(NODE_ENTRIES).max(1) {
+            match self.alloc_node(sys, cpu, &[]) {
+                Some(h) => handles.push(h),
+                None => {
+                    for h in handles {
+                        self.free_node(sys, cpu, h);
+                    }
+                    return None;
+                }
+            }
+        }
+        for (i, &h) in handles.iter().enumerate() {
+            let n = self.node(sys, h);
+            let next = handles.get(i + 1).copied().unwrap_or(0);
+            n[0].store(next | if i == 0 { HEAD } else { 0 }, Relaxed);
+            n[1].store(if i == 0 { refs } else { handles[i - 1] }, Relaxed);
+            for (k, e) in entries.iter().skip(i * NODE_ENTRIES).take(NODE_ENTRIES).enumerate() {
+                n[2 + k].store(*e, Relaxed);
+            }
+        }
+        Some(handles[0])
+    }
+
+    /// Drop `n` references to chain `head`, freeing it at zero.
+    fn release(&self, sys: &System, cpu: CpuId, head: u64, n: u64) {
+        let hn = self.node(sys, head);
+        let left = hn[1].fetch_sub(n, Relaxed) - n;
+        if left == 0 {
+            let mut h = head;
+            while h != 0 {
+                let next = self.node(sys, h)[0].load(Relaxed) & !HEAD;
+                self.free_node(sys, cpu, h);
+                h = next;
+            }
+        }
+    }
+
+    fn add_ref(&self, sys: &System, head: u64, n: u64) {
+        self.node(sys, head)[1].fetch_add(n, Relaxed);
+    }
+
+    /// Every PTE mapping `frame`, from its rmap word.
+    ///
+    /// Enters with: `frame`'s rmap lock.
+    pub fn refs(&self, sys: &System, frame: &Frame, out: &mut Vec<PteRef>) {
+        let w = frame.rmap.load(Relaxed);
+        let index = frame.index.load(Relaxed);
+        if w & DIRECT != 0 {
+            out.push(PteRef(w & !TAGS));
+        } else if w & CHAIN != 0 {
+            let mut es = Vec::new();
+            self.entries(sys, w & !TAGS, &mut es);
+            out.extend(es.into_iter().map(|e| entry_ref(e, index)));
+        }
+    }
+
+    /// Apply one change to a group of frames whose maps are equivalent
+    /// (the same chain, or direct references that normalise to the same
+    /// entry, or none): add entry `e` or remove it. Every frame's rmap lock
+    /// is held.
+    fn apply_group(&self, sys: &System, cpu: CpuId, frames: &[&Frame], change: Change) {
+        let n = frames.len() as u64;
+        let f0 = frames[0];
+        let old = f0.rmap.load(Relaxed);
+        let index0 = f0.index.load(Relaxed);
+        let mut es: Vec<u64> = Vec::new();
+        if old & DIRECT != 0 {
+            es.push(entry_for(PteRef(old & !TAGS), index0));
+        } else if old & CHAIN != 0 {
+            self.entries(sys, old & !TAGS, &mut es);
+        }
+        match change {
+            Change::Add(e) => es.push(e),
+            Change::Remove(e) => match es.iter().position(|x| *x == e) {
+                Some(i) => {
+                    es.remove(i);
+                }
+                // Not there: nothing to change (the checker reports it).
+                None => return,
+            },
+        }
+        let was_chain = old & CHAIN != 0;
+        if es.is_empty() {
+            for f in frames {
+                f.rmap.store(0, Relaxed);
+            }
+        } else if !was_chain && es.len() == 1 {
+            // A single mapping of a page that had at most one: direct.
+            for f in frames {
+                f.rmap.store(DIRECT | entry_ref(es[0], f.index.load(Relaxed)).0, Relaxed);
+            }
+        } else {
+            let Some(h) = self.build(sys, cpu, &es, n) else {
+                // Out of node memory: the frames keep their old maps and the
+                // loss is counted (the checker reports the missing entry).
+                sys.stats.inc(cpu, crate::stats::Stat::RmapAllocFail);
+                return;
+            };
+            for f in frames {
+                f.rmap.store(CHAIN | h, Relaxed);
+            }
+        }
+        let is_chain = f0.rmap.load(Relaxed) & CHAIN != 0;
+        if was_chain != is_chain {
+            self.chained_frames.fetch_add(if is_chain { n as i64 } else { -(n as i64) }, Relaxed);
+        }
+        if was_chain {
+            self.release(sys, cpu, old & !TAGS, n);
+        }
+    }
+
+    /// Add or remove one mapping per (frame, PTE) pair, as one batch: every
+    /// rmap lock the batch needs is taken once, in ascending order, and
+    /// frames that shared a chain get one new shared chain.
+    ///
+    /// Enters with: the chain lock shared.
+    pub fn batch(&self, sys: &System, cpu: CpuId, items: &mut [(Pfn, PteRef)], add: bool) {
+        if items.is_empty() {
+            return;
+        }
+        let locks = &sys.rmap().locks;
+        // Take each needed lock once, in ascending slot order (no deadlock
+        // with another batch or with single-page ops, which take one).
+        let mut slots: Vec<usize> = items
+            .iter()
+            .map(|(p, _)| super::locks::RmapLocks::slot_of(sys.phys.frame(*p).index.load(Relaxed)))
+            .collect();
+        slots.sort_unstable();
+        slots.dedup();
+        let mut guards = Vec::with_capacity(slots.len());
+        for &s in &slots {
+            guards.push(locks.lock_slot(s));
+        }
+        // Indexes cannot change now (set_index needs one of these locks),
+        // unless one changed before we got its lock: handle such frames
+        // one by one after the batch.
+        let mut stragglers = Vec::new();
+        // Group frames whose maps are equivalent and which get the same
+        // entry: a shared chain, or direct references that normalise to the
+        // same entry (all the pages of one page table before their first
+        // fork), or nothing.
+        let mut groups: BTreeMap<(u8, u64, u64), Vec<&Frame>> = BTreeMap::new();
+        for &(pfn, r) in items.iter() {
+            let f = sys.phys.frame(pfn);
+            let index = f.index.load(Relaxed);
+            if slots.binary_search(&super::locks::RmapLocks::slot_of(index)).is_err() {
+                stragglers.push((pfn, r));
+                continue;
+            }
+            let w = f.rmap.load(Relaxed);
+            let key = if w & DIRECT != 0 {
+                (1, entry_for(PteRef(w & !TAGS), index), entry_for(r, index))
+            } else if w & CHAIN != 0 {
+                (2, w, entry_for(r, index))
+            } else {
+                (0, 0, entry_for(r, index))
+            };
+            // An explicit entry names one PTE of one frame: never shared.
+            let key = if key.1 & EXPLICIT != 0 || key.2 & EXPLICIT != 0 { (3, pfn.as_u64(), key.2) } else { key };
+            groups.entry(key).or_default().push(f);
+        }
+        for ((_, _, e), fs) in groups {
+            self.apply_group(sys, cpu, &fs, if add { Change::Add(e) } else { Change::Remove(e) });
+        }
+        drop(guards);
+        for (pfn, r) in stragglers {
+            self.one(sys, cpu, pfn, r, add);
+        }
+    }
+
+    /// Add or remove one mapping of one frame.
+    ///
+    /// Enters with: the chain lock shared.
+    pub fn one(&self, sys: &System, cpu: CpuId, pfn: Pfn, r: PteRef, add: bool) {
+        let f = sys.phys.frame(pfn);
+        let _g = sys.rmap().locks.lock_rmap(f);
+        let e = entry_for(r, f.index.load(Relaxed));
+        self.apply_group(sys, cpu, &[f], if add { Change::Add(e) } else { Change::Remove(e) });
+    }
+
+    /// Seed 000's node-page defragmentation: move the nodes of sparse node
+    /// pages (at most half used) into denser ones and free the emptied
+    /// pages. Returns the pages freed.
+    pub fn coalesce(&self, sys: &System, cpu: CpuId) -> u64 {
+        let _excl = self.lock.write();
+        let (sources, free_slots): (Vec<u64>, u64) = {
+            let pages = self.alloc.lock();
+            let mut sources: Vec<(u64, u64)> =
+                pages.partial.keys().filter(|(used, _)| *used <= NODES_PER_PAGE / 2).copied().collect();
+            // Evacuate the sparsest first.
+            sources.sort();
+            let free: u64 = pages.partial.keys().map(|(used, _)| NODES_PER_PAGE - used).sum();
+            (sources.into_iter().map(|(_, p)| p).collect(), free)
+        };
+        let mut evacuate = Vec::new();
+        let mut room = free_slots;
+        for p in sources {
+            let used = u64::from(sys.phys.frame(Pfn::new_unchecked(p)).rmap.load(Relaxed).count_ones());
+            let own_free = NODES_PER_PAGE - used;
+            // Moving `used` nodes needs that much room outside the page.
+            if room.saturating_sub(own_free) >= used {
+                room -= own_free + used;
+                evacuate.push(p);
+            }
+        }
+        let mut freed = 0;
+        for &p in &evacuate {
+            let bitmap = sys.phys.frame(Pfn::new_unchecked(p)).rmap.load(Relaxed);
+            let mut moved_all = true;
+            for idx in 0..64u64 {
+                if bitmap & (1 << idx) == 0 {
+                    continue;
+                }
+                if !self.move_node(sys, cpu, (p << 6) | idx, &evacuate) {
+                    moved_all = false;
+                }
+            }
+            if moved_all {
+                freed += 1;
+            }
+        }
+        freed
+    }
+
+    /// Move node `h` to a fresh node outside `avoid`, re-pointing whatever
+    /// points at it. Enters with: the chain lock exclusive.
+    fn move_node(&self, sys: &System, cpu: CpuId, h: u64, avoid: &[u64]) -> bool {
+        let Some(nh) = self.alloc_node(sys, cpu, avoid) else { return false };
+        let (old, new) = (self.node(sys, h), self.node(sys, nh));
+        for i in 0..8 {
+            new[i].store(old[i].load(Relaxed), Relaxed);
+        }
+        let w0 = old[0].load(Relaxed);
+        let next = w0 & !HEAD;
+        if next != 0 {
+            self.node(sys, next)[1].store(nh, Relaxed);
+        }
+        if w0 & HEAD == 0 {
+            let prev = old[1].load(Relaxed);
+            let pw = self.node(sys, prev)[0].load(Relaxed);
+            self.node(sys, prev)[0].store((pw & HEAD) | nh, Relaxed);
+        } else {
+            // A head: every frame sharing the chain points at it. They are
+            // all mapped through the table the first entry names (at their
+            // own slot for a TABLE entry, at the given slot for an explicit
+            // one); with the chain lock exclusive, PTEs and chains agree.
+            let e0 = old[2].load(Relaxed);
+            let (table, slots): (Pfn, core::ops::Range<usize>) = if e0 & EXPLICIT != 0 {
+                let r = PteRef(e0 & !EXPLICIT);
+                (r.table(), r.slot()..r.slot() + 1)
+            } else {
+                (Pfn::new_unchecked(e0), 0..512)
+            };
+            for s in slots {
+                // SAFETY:
+                // - `table` is named by a live chain entry, so a PTE in it
+                //   maps a page: tables are freed only after every entry
+                //   naming them is removed, and entries are removed only
+                //   under the chain lock (shared), which we hold exclusive;
+                // - s < 512.
+                let pte = load_entry(unsafe { sys.entry(table, s) });
+                if !pte.maps_frame() {
+                    continue;
+                }
+                let f = sys.phys.frame(pte.pfn());
+                let _g = sys.rmap().locks.lock_rmap(f);
+                if f.rmap.load(Relaxed) == CHAIN | h {
+                    f.rmap.store(CHAIN | nh, Relaxed);
+                }
+            }
+        }
+        for w in old {
+            w.store(0, Relaxed);
+        }
+        self.free_node(sys, cpu, h);
+        true
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Change {
+    Add(u64),
+    Remove(u64),
+}
+
+impl ChainStore {
+    /// Record the first mapping of a fresh, unpublished page (no lock: the
+    /// page is not visible to anyone yet).
+    #[inline]
+    pub fn set_direct(frame: &Frame, r: PteRef) {
+        frame.rmap.store(DIRECT | r.0, Relaxed);
+    }
+
+    /// Forget the rmap of a page that lost its publication race.
+    #[inline]
+    pub fn clear_unpublished(frame: &Frame) {
+        frame.rmap.store(0, Relaxed);
+    }
+
+    /// Add `n` references to a chain (used when frames are re-pointed in
+    /// bulk).
+    pub fn hold(&self, sys: &System, head: u64, n: u64) {
+        self.add_ref(sys, head, n)
+    }
+}

@@ -1,0 +1,398 @@
+//! Reverse mapping: from a frame to every PTE that maps it.
+//!
+//! Two schemes behind one interface, chosen in
+//! [`SystemConfig::rmap`](crate::system::SystemConfig::rmap):
+//!
+//! - [`chain`]: pte chains (seeds 000 and 001) — a direct pointer for a
+//!   page mapped once, shared immutable chains of PTE references for pages
+//!   mapped more than once; hashed rmap locks with the index re-check
+//!   ([`locks`]); batched setup in fork and teardown in zap.
+//! - [`object`]: object-based (anon_vma) — a page names its object and
+//!   offset; its mappings are found through the VMAs of the object's member
+//!   address spaces.
+//! - none: no reverse map (the baseline the fork benchmark compares with).
+//!
+//! Both answer [`mappings`] — every (mm, address, PTE) mapping a frame —
+//! and provide [`page_referenced`] (test-and-clear of accessed bits) and
+//! [`try_to_unmap`] (unmap every mapping), for reclaim and migration.
+//! A PTE is named by a [`PteRef`]: (page-table frame, slot), so moving a
+//! page-table page (seed 004) can rewrite references.
+
+pub mod chain;
+pub mod locks;
+pub mod object;
+
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+
+use self::chain::ChainStore;
+use self::locks::RmapLocks;
+use self::object::AnonVmas;
+use crate::addr::{Pfn, VirtAddr, PAGE_SIZE};
+use crate::arch::{cas_entry, load_entry, xchg_entry, Pte};
+use crate::errno::{Errno, SysResult};
+use crate::mm::rss::RssKind;
+use crate::mm::vma::VmaTree;
+use crate::mm::Mm;
+use crate::pgtable::lock::PtlGuard;
+use crate::phys::frame::{flags, Frame};
+use crate::platform::CpuId;
+use crate::sync::brlock::BrReadGuard;
+use crate::sync::Ordering;
+use crate::system::System;
+use crate::tlb::MmuGather;
+
+/// Which reverse-map scheme a system runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RmapScheme {
+    /// pte chains with shared chain nodes.
+    PteChains,
+    /// Object-based (anon_vma).
+    Object,
+    /// No reverse map.
+    None,
+}
+
+/// A PTE named by its page-table frame and slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PteRef(pub u64);
+
+impl PteRef {
+    /// Slot `slot` (< 512) of page-table page `table`.
+    #[inline]
+    pub const fn new(table: Pfn, slot: usize) -> PteRef {
+        PteRef((table.as_u64() << 9) | slot as u64)
+    }
+    /// The page-table frame.
+    #[inline]
+    pub const fn table(self) -> Pfn {
+        Pfn::new_unchecked(self.0 >> 9)
+    }
+    /// The slot.
+    #[inline]
+    pub const fn slot(self) -> usize {
+        (self.0 & 511) as usize
+    }
+}
+
+/// One mapping of a frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mapping {
+    /// The address space's id.
+    pub mm: u64,
+    /// The virtual address.
+    pub va: VirtAddr,
+    /// The PTE.
+    pub pte: PteRef,
+}
+
+/// The reverse-map state of a system.
+pub struct Rmap {
+    /// The scheme.
+    pub scheme: RmapScheme,
+    /// Hashed rmap locks.
+    pub locks: RmapLocks,
+    /// pte chain storage.
+    pub chains: ChainStore,
+    /// anon_vmas.
+    pub objects: AnonVmas,
+}
+
+impl Rmap {
+    /// Empty, for `cpus` CPUs.
+    pub fn new(scheme: RmapScheme, cpus: usize) -> Rmap {
+        Rmap { scheme, locks: RmapLocks::new(), chains: ChainStore::new(cpus), objects: AnonVmas::new() }
+    }
+}
+
+/// Reverse-map statistics (seed 000 asks for them).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RmapStats {
+    /// Frames whose reverse map is a chain (`ReverseMaps`; direct ones cost
+    /// nothing and are not counted, as in seed 000).
+    pub reverse_maps: u64,
+    /// Chain nodes in use.
+    pub chain_nodes: u64,
+    /// Bytes of chain nodes in use.
+    pub chain_bytes: u64,
+    /// Bytes of node pages held (nodes plus their fragmentation).
+    pub chain_page_bytes: u64,
+    /// anon_vmas alive and their bytes.
+    pub anon_vmas: u64,
+    /// Bytes of anon_vmas.
+    pub anon_vma_bytes: u64,
+    /// PTEs mapping a frame (zero page excluded).
+    pub mapped_ptes: u64,
+    /// Bytes of page-table pages.
+    pub page_table_bytes: u64,
+}
+
+/// The chain lock, shared, when the system runs pte chains: held across a
+/// PTE change and the matching chain change, so the coalescer never sees
+/// them disagree.
+#[inline]
+pub(crate) fn guard(sys: &System, cpu: CpuId) -> Option<BrReadGuard<'_, ()>> {
+    (sys.rmap().scheme == RmapScheme::PteChains).then(|| sys.rmap().chains.lock.read(cpu))
+}
+
+/// Set up the reverse map of a fresh, unpublished anonymous page about to
+/// be mapped by `r` in an mm (pte chains: a direct pointer; object: the
+/// anon_vma and index, which the caller sets in `mapping`/`index`).
+#[inline]
+pub(crate) fn new_page(sys: &System, f: &Frame, r: PteRef) {
+    if sys.rmap().scheme == RmapScheme::PteChains {
+        ChainStore::set_direct(f, r);
+    }
+}
+
+/// Undo [`new_page`] for a page that lost its publication race.
+#[inline]
+pub(crate) fn unpublished(f: &Frame) {
+    ChainStore::clear_unpublished(f);
+}
+
+/// Add a mapping per (frame, PTE), as one batch (fork's copy of one
+/// page-table page). Enters with: the chain lock shared ([`guard`]).
+pub(crate) fn add_batch(sys: &System, cpu: CpuId, items: &mut Vec<(Pfn, PteRef)>) {
+    if sys.rmap().scheme == RmapScheme::PteChains {
+        sys.rmap().chains.batch(sys, cpu, items, true);
+    }
+    items.clear();
+}
+
+/// Remove a mapping per (frame, PTE), as one batch (zap of one page-table
+/// page). Enters with: the chain lock shared.
+pub(crate) fn remove_batch(sys: &System, cpu: CpuId, items: &mut Vec<(Pfn, PteRef)>) {
+    if sys.rmap().scheme == RmapScheme::PteChains {
+        sys.rmap().chains.batch(sys, cpu, items, false);
+    }
+    items.clear();
+}
+
+/// Remove one mapping. Enters with: the chain lock shared.
+pub(crate) fn remove_one(sys: &System, cpu: CpuId, pfn: Pfn, r: PteRef) {
+    if sys.rmap().scheme == RmapScheme::PteChains {
+        sys.rmap().chains.one(sys, cpu, pfn, r, false);
+    }
+}
+
+/// Add one mapping. Enters with: the chain lock shared.
+pub(crate) fn add_one(sys: &System, cpu: CpuId, pfn: Pfn, r: PteRef) {
+    if sys.rmap().scheme == RmapScheme::PteChains {
+        sys.rmap().chains.one(sys, cpu, pfn, r, true);
+    }
+}
+
+/// Object scheme: the child of a fork joins every anon_vma its VMAs carry.
+pub(crate) fn fork_vmas(child: &Arc<Mm>, cvmas: &VmaTree) {
+    if child.sys().rmap().scheme != RmapScheme::Object {
+        return;
+    }
+    let mut ids: Vec<u64> = cvmas.iter().map(|v| v.anon_vma).filter(|i| *i != 0).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    for id in ids {
+        child.sys().rmap().objects.join(id, child);
+    }
+}
+
+/// Object scheme: an exiting mm leaves the anon_vmas its VMAs carried.
+pub(crate) fn mm_exit(mm: &Mm, vmas: &VmaTree) {
+    let mut ids: Vec<u64> = vmas.iter().map(|v| v.anon_vma).filter(|i| *i != 0).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    for id in ids {
+        mm.sys().rmap().objects.leave(id, mm.id());
+    }
+}
+
+/// The address space and address a PTE reference names (from its table's
+/// metadata: owner and first mapped page).
+pub fn resolve(sys: &System, r: PteRef) -> (u64, VirtAddr) {
+    let t = sys.phys.frame(r.table());
+    let mm = t.mapping.load(Ordering::Relaxed);
+    let base = t.index.load(Ordering::Relaxed) << 12;
+    (mm, VirtAddr::new_truncate(base + r.slot() as u64 * PAGE_SIZE))
+}
+
+/// pte chains: the PTE references of `pfn`'s reverse map.
+pub fn chain_refs(sys: &System, pfn: Pfn) -> Vec<PteRef> {
+    let f = sys.phys.frame(pfn);
+    let _g = sys.rmap().locks.lock_rmap(f);
+    let mut v = Vec::new();
+    sys.rmap().chains.refs(sys, f, &mut v);
+    v
+}
+
+/// Object scheme: where `pfn` would be mapped, computed from its anon_vma
+/// and index through the VMAs `vmas_of` gives for a member mm id (the
+/// caller holds those mms' mmap locks). Only addresses whose PTE maps
+/// `pfn` are returned.
+pub fn object_mappings(sys: &System, pfn: Pfn, vmas_of: &dyn Fn(&Mm) -> Option<(Pfn, VmaTree)>) -> Vec<Mapping> {
+    let f = sys.phys.frame(pfn);
+    let Some(av) = sys.rmap().objects.get(f.mapping.load(Ordering::Relaxed)) else { return Vec::new() };
+    let index = f.index.load(Ordering::Relaxed);
+    let mut out = Vec::new();
+    for mm in av.members() {
+        let Some((root, vmas)) = vmas_of(&mm) else { continue };
+        for v in vmas.iter().filter(|v| v.anon_vma == av.id) {
+            let Some(a) = v.address_of(index) else { continue };
+            let va = VirtAddr::new_truncate(a);
+            // SAFETY: the caller holds this mm's mmap lock while we look.
+            let Ok(slot) = (unsafe { crate::pgtable::pte_slot(sys, root, va) }) else { continue };
+            let pte = load_entry(slot);
+            if pte.maps_frame() && pte.pfn() == pfn {
+                out.push(Mapping { mm: mm.id(), va, pte: pte_ref_of(sys, root, va) });
+            }
+        }
+    }
+    out
+}
+
+/// The PteRef of the PTE mapping `va` under `root` (its table must exist).
+fn pte_ref_of(sys: &System, root: Pfn, va: VirtAddr) -> PteRef {
+    let mut table = root;
+    for level in (2..=4).rev() {
+        // SAFETY: called with the mm's mmap lock held (see callers); the
+        // walk only follows present table entries.
+        let e = load_entry(unsafe { sys.entry(table, va.table_index(level)) });
+        table = e.pfn();
+    }
+    PteRef::new(table, va.table_index(1))
+}
+
+/// Every mapping of `pfn` (user pages; the zero page has none).
+///
+/// Takes the mmap lock of each address space involved (for reading), so
+/// the caller must hold none.
+pub fn mappings(sys: &System, cpu: CpuId, pfn: Pfn) -> SysResult<Vec<Mapping>> {
+    match sys.rmap().scheme {
+        RmapScheme::None => Err(Errno::ENOSYS),
+        RmapScheme::PteChains => {
+            let _c = sys.rmap().chains.lock.read(cpu);
+            Ok(chain_refs(sys, pfn)
+                .into_iter()
+                .map(|r| {
+                    let (mm, va) = resolve(sys, r);
+                    Mapping { mm, va, pte: r }
+                })
+                .collect())
+        }
+        RmapScheme::Object => {
+            let members = match sys.rmap().objects.get(sys.phys.frame(pfn).mapping.load(Ordering::Relaxed)) {
+                Some(av) => av.members(),
+                None => return Ok(Vec::new()),
+            };
+            let mut out = Vec::new();
+            for mm in members {
+                let st = mm.read(cpu);
+                if st.dead {
+                    continue;
+                }
+                let vmas = st.vmas.clone();
+                let root = mm.root();
+                out.extend(object_mappings(sys, pfn, &|m: &Mm| (m.id() == mm.id()).then(|| (root, vmas.clone()))));
+            }
+            Ok(out)
+        }
+    }
+}
+
+/// For each mapping of `pfn`, with that mm's mmap read lock and the PTE's
+/// table lock held, run `f` on the PTE slot; `f` returns whether it changed
+/// the PTE in a way that needs a TLB flush.
+fn for_each_locked(
+    sys: &System,
+    cpu: CpuId,
+    pfn: Pfn,
+    mut f: impl FnMut(&Mm, &core::sync::atomic::AtomicU64, VirtAddr, PteRef, &mut MmuGather<'_>),
+) -> SysResult<()> {
+    for m in mappings(sys, cpu, pfn)? {
+        let Some(mm) = sys.mms().into_iter().find(|x| x.id() == m.mm) else { continue };
+        let st = mm.read(cpu);
+        if st.dead {
+            continue;
+        }
+        // SAFETY: the mmap read lock `st` is held while the slot is used.
+        let Ok(slot) = (unsafe { crate::pgtable::pte_slot(sys, mm.root(), m.va) }) else { continue };
+        let r = pte_ref_of(sys, mm.root(), m.va);
+        let _ptl = PtlGuard::lock(sys, r.table());
+        let mut g = MmuGather::new(sys, cpu, mm.id());
+        f(&mm, slot, m.va, r, &mut g);
+        g.finish(mm.cpumask());
+        drop(st);
+    }
+    Ok(())
+}
+
+/// Test and clear the accessed bit of every PTE mapping `pfn`; the number
+/// that were set (Linux's `folio_referenced`). Cleared entries are flushed
+/// so that the next access sets the bit again.
+pub fn page_referenced(sys: &System, cpu: CpuId, pfn: Pfn) -> SysResult<usize> {
+    let mut n = 0;
+    for_each_locked(sys, cpu, pfn, |_, slot, va, _, g| {
+        let mut old = load_entry(slot);
+        while old.maps_frame() && old.pfn() == pfn && old.is_accessed() {
+            match cas_entry(slot, old, old.without(Pte::ACCESSED)) {
+                Ok(_) => {
+                    n += 1;
+                    g.add_range(va, va + PAGE_SIZE);
+                    break;
+                }
+                Err(now) => old = now,
+            }
+        }
+    })?;
+    Ok(n)
+}
+
+/// Unmap `pfn` from every address space (Linux's `try_to_unmap`): each PTE
+/// is cleared, the mm's RSS and the frame's mapcount drop, the TLBs are
+/// flushed, and the mapping's reference is dropped. Returns the mappings
+/// removed. (Without swap, the data of an unmapped anonymous page is lost
+/// once the last reference goes: callers are migration and tests.)
+pub fn try_to_unmap(sys: &System, cpu: CpuId, pfn: Pfn) -> SysResult<usize> {
+    let mut n = 0;
+    let _c = guard(sys, cpu);
+    for_each_locked(sys, cpu, pfn, |mm, slot, va, r, g| {
+        let old = load_entry(slot);
+        if !(old.maps_frame() && old.pfn() == pfn) {
+            return;
+        }
+        xchg_entry(slot, Pte::NONE);
+        g.add_range(va, va + PAGE_SIZE);
+        let f = sys.phys.frame(pfn);
+        f.mapcount.fetch_sub(1, Ordering::AcqRel);
+        if f.has(flags::ANON) {
+            mm.add_rss(cpu, RssKind::Anon, -1);
+        }
+        remove_one(sys, cpu, pfn, r);
+        g.add_page(pfn);
+        n += 1;
+    })?;
+    Ok(n)
+}
+
+/// Reverse-map statistics now.
+pub fn stats(sys: &System) -> RmapStats {
+    let chains = &sys.rmap().chains;
+    let nodes = chains.nodes.load(Ordering::Relaxed).max(0) as u64;
+    let mut mapped = 0u64;
+    for p in 1..sys.phys.total_frames() {
+        let f = sys.phys.frame(Pfn::new_unchecked(p));
+        if f.flags() & flags::ALLOCATED != 0 && f.flags() & flags::ZERO == 0 {
+            mapped += f.mapcount().max(0) as u64;
+        }
+    }
+    let avs = sys.rmap().objects.count();
+    RmapStats {
+        reverse_maps: chains.chained_frames.load(Ordering::Relaxed).max(0) as u64,
+        chain_nodes: nodes,
+        chain_bytes: nodes * chain::NODE_BYTES,
+        chain_page_bytes: chains.pages() * PAGE_SIZE,
+        anon_vmas: avs,
+        anon_vma_bytes: avs * object::ANON_VMA_BYTES,
+        mapped_ptes: mapped,
+        page_table_bytes: sys.stats.get(crate::stats::Stat::NrPageTables).max(0) as u64 * PAGE_SIZE,
+    }
+}
