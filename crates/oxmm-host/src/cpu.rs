@@ -356,6 +356,17 @@ impl Cpu {
     pub fn mincore_count(&mut self, addr: u64, len: u64) -> SysResult<u64> {
         self.mm()?.mincore_count(self.id, addr, len)
     }
+    /// `mremap(addr, old_len, new_len, flags, new_addr)`.
+    pub fn mremap(
+        &mut self,
+        addr: u64,
+        old_len: u64,
+        new_len: u64,
+        flags: oxmm::mm::flags::RemapFlags,
+        new_addr: u64,
+    ) -> SysResult<VirtAddr> {
+        self.mm()?.mremap(self.id, addr, old_len, new_len, flags, new_addr)
+    }
     /// `brk`.
     pub fn brk(&mut self, new: u64) -> SysResult<u64> {
         Ok(self.mm()?.brk(self.id, new))

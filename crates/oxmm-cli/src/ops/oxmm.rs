@@ -2,16 +2,15 @@
 //!
 //! One CPU runs every script process in turn (switching address spaces as
 //! a scheduler would); each operation switches to its process first.
-//! `fork`, `remap`, `shared` and `file=` come with the fork/COW/file issue
-//! and answer "not supported yet" until then, stopping the script with a
-//! message that names the line.
+//! `shared` and `file=` mappings answer "not supported yet", stopping the
+//! script with a message that names the line.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use oxmm::addr::VirtAddr;
 use oxmm::fault::FaultError;
-use oxmm::mm::flags::{Advice, MapFlags, Prot};
+use oxmm::mm::flags::{Advice, MapFlags, Prot, RemapFlags};
 use oxmm_host::{Cpu, Machine, Process};
 
 use super::run::{AccessError, Backend, BackendError, Fault, FaultKind, Rss, SysError};
@@ -117,12 +116,12 @@ impl Backend for OxmmBackend {
         self.on(p).sum(va, len).map_err(fault)
     }
 
-    fn mremap(&mut self, _p: &mut Process, _addr: u64, _old: u64, _new: u64) -> Result<u64, SysError> {
-        Err(not_yet("`remap`").into())
+    fn mremap(&mut self, p: &mut Process, addr: u64, old: u64, new: u64) -> Result<u64, SysError> {
+        Ok(self.on(p).mremap(addr, old, new, RemapFlags::MAYMOVE, 0)?.as_u64())
     }
 
-    fn fork(&mut self, _p: &mut Process) -> Result<Process, SysError> {
-        Err(not_yet("`fork`").into())
+    fn fork(&mut self, p: &mut Process) -> Result<Process, SysError> {
+        Ok(self.cpu.fork(p)?)
     }
 
     fn exit(&mut self, p: Process) -> Result<(), BackendError> {

@@ -15,6 +15,7 @@ mod madvise;
 mod mincore;
 mod mmap;
 mod mprotect;
+mod mremap;
 pub mod rss;
 pub mod vma;
 mod zap;

@@ -1,0 +1,168 @@
+//! mremap: shrink, grow in place, or move a mapping with its pages.
+//!
+//! A move carries the PTEs themselves to the new address: each is taken
+//! out of its old slot with an atomic exchange (so no accessed/dirty bit is
+//! lost) and stored in the new one; no page is copied and RSS is
+//! unchanged. Both reverse-map schemes stay right: pte chains name PTEs by
+//! (page table, slot), so each moved PTE's entry is replaced; the
+//! object-based scheme derives addresses from a page's index and the VMA's
+//! `pgoff`, which the moved VMA keeps (so nothing changes per page).
+
+use alloc::vec::Vec;
+
+use super::vma::Vma;
+use super::{page_align, Mm, MMAP_BASE, MMAP_MIN_ADDR, TASK_SIZE, USER_TOP};
+use crate::addr::{Pfn, VirtAddr, PAGE_SIZE};
+use crate::arch::{load_entry, xchg_entry, Pte};
+use crate::errno::{Errno, SysResult};
+use crate::mm::flags::RemapFlags;
+use crate::pgtable::cursor::{free_tables, walk_range, Step};
+use crate::pgtable::pte_table_alloc;
+use crate::platform::CpuId;
+use crate::rmap::PteRef;
+use crate::sync::Ordering;
+use crate::tlb::MmuGather;
+
+/// `MREMAP_DONTUNMAP` (accepted only with `MREMAP_MAYMOVE`, not supported
+/// for anonymous memory here: `EINVAL`).
+const DONTUNMAP: u32 = 4;
+
+impl Mm {
+    /// `mremap(addr, old_len, new_len, flags, new_addr)`.
+    ///
+    /// Linux's checks: unknown flags, `MREMAP_FIXED` without `MAYMOVE`, an
+    /// unaligned address or a zero new length → `EINVAL`; an old range that
+    /// is not inside one mapping → `EFAULT`; growing where the space after
+    /// the mapping is taken, without `MAYMOVE` → `ENOMEM`. Returns the
+    /// (possibly new) address.
+    pub fn mremap(
+        &self,
+        cpu: CpuId,
+        addr: u64,
+        old_len: u64,
+        new_len: u64,
+        flags: RemapFlags,
+        new_addr: u64,
+    ) -> SysResult<VirtAddr> {
+        let f = flags.0;
+        if f & !(RemapFlags::MAYMOVE.0 | RemapFlags::FIXED.0 | DONTUNMAP) != 0 {
+            return Err(Errno::EINVAL);
+        }
+        if f & (RemapFlags::FIXED.0 | DONTUNMAP) != 0 && f & RemapFlags::MAYMOVE.0 == 0 {
+            return Err(Errno::EINVAL);
+        }
+        if f & DONTUNMAP != 0 {
+            return Err(Errno::EINVAL);
+        }
+        if !addr.is_multiple_of(PAGE_SIZE) {
+            return Err(Errno::EINVAL);
+        }
+        let old_len = page_align(old_len).ok_or(Errno::EINVAL)?;
+        let new_len = page_align(new_len).ok_or(Errno::EINVAL)?;
+        if new_len == 0 || old_len == 0 {
+            return Err(Errno::EINVAL);
+        }
+        if new_len > TASK_SIZE || addr > TASK_SIZE - old_len {
+            return Err(Errno::EINVAL);
+        }
+        let mut st = self.write();
+        st.live()?;
+        let vma = *st.vmas.find(addr).ok_or(Errno::EFAULT)?;
+        if old_len > vma.end - addr {
+            return Err(Errno::EFAULT);
+        }
+        let fixed = f & RemapFlags::FIXED.0 != 0;
+        if fixed {
+            if !new_addr.is_multiple_of(PAGE_SIZE) || new_addr > TASK_SIZE - new_len {
+                return Err(Errno::EINVAL);
+            }
+            if new_addr < addr + old_len && addr < new_addr + new_len {
+                return Err(Errno::EINVAL);
+            }
+        }
+        if !fixed && new_len <= old_len {
+            if new_len < old_len {
+                self.unmap_locked(&mut st, cpu, addr + new_len, addr + old_len);
+            }
+            return Ok(VirtAddr::new_truncate(addr));
+        }
+        // Grow in place when the mapping ends here and the space after is free.
+        if !fixed && addr + old_len == vma.end && addr + new_len <= TASK_SIZE {
+            if st.vmas.overlapping(vma.end, addr + new_len).is_empty() {
+                let grown = Vma { start: vma.end, end: addr + new_len, pgoff: vma.index_of(vma.end), ..vma };
+                st.vmas.insert(grown);
+                return Ok(VirtAddr::new_truncate(addr));
+            }
+        }
+        if f & RemapFlags::MAYMOVE.0 == 0 {
+            return Err(Errno::ENOMEM);
+        }
+        let dest = if fixed {
+            self.unmap_locked(&mut st, cpu, new_addr, new_addr + new_len);
+            new_addr
+        } else {
+            st.vmas.find_gap_topdown(new_len, MMAP_MIN_ADDR, MMAP_BASE).ok_or(Errno::ENOMEM)?
+        };
+        let moved = old_len.min(new_len);
+        // Page tables for the destination first: failing here leaves the
+        // source untouched.
+        let sys = &**self.sys();
+        let mut a = dest;
+        while a < dest + moved {
+            pte_table_alloc(sys, cpu, self.id(), self.root(), VirtAddr::new_truncate(a)).map_err(|_| Errno::ENOMEM)?;
+            a = (a | ((2 << 20) - 1)) + 1;
+        }
+        let mut g = MmuGather::new(sys, cpu, self.id());
+        move_ptes(self, &mut g, cpu, addr, dest, moved);
+        // The source's VMA pieces go (their PTEs have moved), then its empty
+        // page tables; a shrinking move also drops the tail.
+        st.vmas.remove_range(addr, addr + moved);
+        if old_len > moved {
+            self.unmap_locked(&mut st, cpu, addr + moved, addr + old_len);
+        }
+        st.vmas.insert(Vma { start: dest, end: dest + new_len, pgoff: vma.index_of(addr), ..vma });
+        let floor = st.vmas.prev(addr).map(|v| v.end).unwrap_or(0);
+        let ceiling = st.vmas.find_from(addr + moved).map(|v| v.start).unwrap_or(USER_TOP);
+        free_tables(sys, &mut g, self.root(), addr, addr + moved, floor, ceiling);
+        g.finish(self.cpumask());
+        Ok(VirtAddr::new_truncate(dest))
+    }
+}
+
+/// Move the PTEs of `[from, from+len)` to `[to, to+len)` (tables exist).
+///
+/// Enters with: the mmap lock for writing. Takes each source table's lock.
+fn move_ptes(mm: &Mm, g: &mut MmuGather<'_>, cpu: CpuId, from: u64, to: u64, len: u64) {
+    let sys = &**mm.sys();
+    let _chains = crate::rmap::guard(sys, cpu);
+    let mut moves: Vec<(Pfn, PteRef, PteRef)> = Vec::new();
+    // SAFETY: the mmap write lock is held for the whole walk; slots are used
+    // only inside their step.
+    unsafe {
+        walk_range(sys, mm.root(), VirtAddr::new_truncate(from), VirtAddr::new_truncate(from + len), |step| {
+            let Step::Ptes(r) = step else { return };
+            for (va, slot) in r.slots() {
+                if load_entry(slot).is_none() {
+                    continue;
+                }
+                let old = xchg_entry(slot, Pte::NONE);
+                let dva = VirtAddr::new_truncate(to + (va.as_u64() - from));
+                let Ok(dt) = pte_table_alloc(sys, cpu, mm.id(), mm.root(), dva) else { continue };
+                // SAFETY: `dt` is a live table under the mmap write lock.
+                sys.entry(dt, dva.table_index(1)).store(old.0, Ordering::Release);
+                g.add_range(va, va + PAGE_SIZE);
+                if old.maps_frame() && old.pfn() != sys.zero_pfn() {
+                    moves.push((
+                        old.pfn(),
+                        PteRef::new(r.table(), va.table_index(1)),
+                        PteRef::new(dt, dva.table_index(1)),
+                    ));
+                }
+            }
+        });
+    }
+    for (pfn, old, new) in moves {
+        crate::rmap::add_one(sys, cpu, pfn, new);
+        crate::rmap::remove_one(sys, cpu, pfn, old);
+    }
+}
