@@ -87,12 +87,14 @@ impl Mm {
             return Ok(VirtAddr::new_truncate(addr));
         }
         // Grow in place when the mapping ends here and the space after is free.
-        if !fixed && addr + old_len == vma.end && addr + new_len <= TASK_SIZE {
-            if st.vmas.overlapping(vma.end, addr + new_len).is_empty() {
-                let grown = Vma { start: vma.end, end: addr + new_len, pgoff: vma.index_of(vma.end), ..vma };
-                st.vmas.insert(grown);
-                return Ok(VirtAddr::new_truncate(addr));
-            }
+        if !fixed
+            && addr + old_len == vma.end
+            && addr + new_len <= TASK_SIZE
+            && st.vmas.overlapping(vma.end, addr + new_len).is_empty()
+        {
+            let grown = Vma { start: vma.end, end: addr + new_len, pgoff: vma.index_of(vma.end), ..vma };
+            st.vmas.insert(grown);
+            return Ok(VirtAddr::new_truncate(addr));
         }
         if f & RemapFlags::MAYMOVE.0 == 0 {
             return Err(Errno::ENOMEM);
