@@ -336,6 +336,22 @@ impl Cpu {
     pub fn mmap(&mut self, addr: u64, len: u64, prot: Prot, flags: MapFlags) -> SysResult<VirtAddr> {
         self.mm()?.mmap(self.id, addr, len, prot, flags)
     }
+    /// `mmap` of a file's page cache at `offset`.
+    pub fn mmap_file(
+        &mut self,
+        addr: u64,
+        len: u64,
+        prot: Prot,
+        flags: MapFlags,
+        file: &Arc<oxmm::pagecache::PageCache>,
+        offset: u64,
+    ) -> SysResult<VirtAddr> {
+        self.mm()?.mmap_file(self.id, addr, len, prot, flags, file, offset)
+    }
+    /// `msync`.
+    pub fn msync(&mut self, addr: u64, len: u64, flags: u32) -> SysResult<()> {
+        self.mm()?.msync(self.id, addr, len, flags)
+    }
     /// `munmap`.
     pub fn munmap(&mut self, addr: u64, len: u64) -> SysResult<()> {
         self.mm()?.munmap(self.id, addr, len)

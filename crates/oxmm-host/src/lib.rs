@@ -10,6 +10,7 @@
 pub mod arena;
 pub mod barrier;
 pub mod cpu;
+pub mod file;
 pub mod machine;
 pub mod native;
 pub mod platform;

@@ -48,6 +48,7 @@ pub struct Machine {
     platform: Arc<HostPlatform>,
     claimed: Vec<AtomicBool>,
     config: MachineConfig,
+    open_files: std::sync::Mutex<std::collections::HashMap<(u64, u64), std::sync::Weak<oxmm::pagecache::PageCache>>>,
 }
 
 impl Machine {
@@ -86,6 +87,7 @@ impl Machine {
             platform,
             claimed: (0..config.cpus).map(|_| AtomicBool::new(false)).collect(),
             config,
+            open_files: std::sync::Mutex::new(std::collections::HashMap::new()),
         }))
     }
 
@@ -129,6 +131,23 @@ impl Machine {
     /// shared set), whatever the machine's default.
     pub fn new_process_with_rss(&self, cpu: &Cpu, mode: oxmm::system::RssMode) -> Result<Process, oxmm::Errno> {
         Ok(Process::new(Mm::with_rss_mode(&self.sys, cpu.id(), mode)?))
+    }
+
+    /// Open the host file `path` for mapping: one page cache per file
+    /// (by device and inode), shared by every process that maps it while
+    /// any handle or mapping keeps it alive.
+    pub fn open_file(&self, path: &std::path::Path) -> std::io::Result<Arc<oxmm::pagecache::PageCache>> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(path)?;
+        let key = (meta.dev(), meta.ino());
+        let mut open = self.open_files.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = open.get(&key).and_then(std::sync::Weak::upgrade) {
+            return Ok(c);
+        }
+        let src = Arc::new(crate::file::HostFile::open(path)?);
+        let c = self.sys.open_file(src);
+        open.insert(key, Arc::downgrade(&c));
+        Ok(c)
     }
 
     /// Run the invariant checker.

@@ -83,7 +83,7 @@ impl Walk<'_> {
         }
     }
 
-    fn table(&mut self, mm: u64, vmas: &VmaTree, table: Pfn, level: usize, base: u64, rss: &mut u64) {
+    fn table(&mut self, mm: u64, vmas: &VmaTree, table: Pfn, level: usize, base: u64, rss: &mut [u64; 3]) {
         if !self.tables.insert(table.as_u64()) {
             self.bad(format!("mm {mm}: table {table:?} reachable twice"));
             return;
@@ -147,7 +147,13 @@ impl Walk<'_> {
                     if level == 1 {
                         self.locations.entry(pfn.as_u64()).or_default().push(PteRef::new(table, i));
                     }
-                    *rss += if level == 1 { 1 } else { size / 4096 };
+                    match crate::mm::rss::kind_of_frame(f.flags()) {
+                        Some(kind) => rss[kind as usize] += if level == 1 { 1 } else { size / 4096 },
+                        None => self.bad(format!(
+                            "mm {mm}: PTE at {va:#x} maps {pfn:?}, not a user page (flags {:#x})",
+                            f.flags()
+                        )),
+                    }
                 }
             }
         }
@@ -170,11 +176,15 @@ pub fn check(sys: &System) -> Result<CheckSummary, CheckError> {
         mapped_ptes: 0,
     };
     for (mm, st) in mms.iter().zip(guards.iter()) {
-        let mut rss = 0u64;
+        let mut rss = [0u64; 3];
         w.table(mm.id(), &st.vmas, mm.root(), Native::LEVELS, 0, &mut rss);
         let folded = mm.rss();
-        if folded.anon != rss {
-            w.bad(format!("mm {}: RSS anon {} but {} PTEs map private frames", mm.id(), folded.anon, rss));
+        for (name, have, want) in
+            [("anon", folded.anon, rss[0]), ("file", folded.file, rss[1]), ("shmem", folded.shmem, rss[2])]
+        {
+            if have != want {
+                w.bad(format!("mm {}: RSS {name} {have} but {want} PTEs map such frames", mm.id()));
+            }
         }
     }
     check_rmap(&mut w, &mms, &guards);
@@ -276,7 +286,7 @@ fn check_rmap(
     let frames: Vec<(u64, Vec<PteRef>)> = w.locations.iter().map(|(k, v)| (*k, v.clone())).collect();
     for (p, mut actual) in frames {
         let pfn = Pfn::new_unchecked(p);
-        if sys.phys.frame(pfn).flags() & flags::ANON == 0 {
+        if sys.phys.frame(pfn).flags() & (flags::ANON | flags::FILE | flags::SHMEM) == 0 {
             continue;
         }
         let mut found: Vec<PteRef> = match scheme {

@@ -17,6 +17,8 @@ pub enum Errno {
     ENOMEM = 12,
     /// Permission denied.
     EACCES = 13,
+    /// Input/output error.
+    EIO = 5,
     /// Bad file descriptor.
     EBADF = 9,
     /// Bad address.
@@ -46,6 +48,7 @@ impl Errno {
             Errno::EPERM => "EPERM",
             Errno::ENOMEM => "ENOMEM",
             Errno::EACCES => "EACCES",
+            Errno::EIO => "EIO",
             Errno::EBADF => "EBADF",
             Errno::EFAULT => "EFAULT",
             Errno::EBUSY => "EBUSY",
@@ -63,6 +66,7 @@ impl Errno {
     pub const fn from_raw(raw: i32) -> Option<Errno> {
         Some(match raw {
             1 => Errno::EPERM,
+            5 => Errno::EIO,
             9 => Errno::EBADF,
             11 => Errno::EAGAIN,
             12 => Errno::ENOMEM,

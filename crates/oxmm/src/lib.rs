@@ -37,6 +37,7 @@ pub mod check;
 pub mod errno;
 pub mod fault;
 pub mod mm;
+pub mod pagecache;
 pub mod pgtable;
 pub mod phys;
 pub mod platform;

@@ -76,6 +76,7 @@ pub struct System {
     prefault: AtomicU32,
     predictors: Box<[CachePadded<crate::fault::prefault::Predictor>]>,
     rmap: crate::rmap::Rmap,
+    caches: crate::pagecache::Caches,
     next_mm_id: AtomicU64,
     mms: Mutex<BTreeMap<u64, Weak<Mm>>>,
 }
@@ -116,6 +117,7 @@ impl System {
             prefault: AtomicU32::new(cfg.prefault.map_or(0, |o| u32::from(o.min(PREFAULT_MAX_ORDER)) + 1)),
             predictors: (0..cpus).map(|_| CachePadded::new(crate::fault::prefault::Predictor::new())).collect(),
             rmap: crate::rmap::Rmap::new(cfg.rmap, cpus),
+            caches: crate::pagecache::Caches::new(),
             next_mm_id: AtomicU64::new(1),
             mms: new_mutex(BTreeMap::new()),
         };
@@ -150,6 +152,23 @@ impl System {
     #[inline]
     pub fn rmap(&self) -> &crate::rmap::Rmap {
         &self.rmap
+    }
+
+    /// The page caches.
+    pub fn caches(&self) -> &crate::pagecache::Caches {
+        &self.caches
+    }
+
+    pub(crate) fn forget_cache(&self, id: u64) {
+        self.caches.forget(id);
+    }
+
+    /// A page cache over `source` (a file opened by the platform).
+    pub fn open_file(
+        self: &Arc<Self>,
+        source: Arc<dyn crate::pagecache::FileSource>,
+    ) -> Arc<crate::pagecache::PageCache> {
+        self.caches.create(self, Some(source), 0)
     }
 
     /// The prefault predictor of `cpu`.

@@ -2,8 +2,8 @@
 //!
 //! One CPU runs every script process in turn (switching address spaces as
 //! a scheduler would); each operation switches to its process first.
-//! `shared` and `file=` mappings answer "not supported yet", stopping the
-//! script with a message that names the line.
+//! `file=` opens the host file through the machine (one page cache per
+//! file, shared by every process mapping it).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -54,10 +54,6 @@ fn user_va(a: u64) -> Result<VirtAddr, AccessError> {
     VirtAddr::try_new(a).map_err(|_| AccessError::Fault(Fault { kind: FaultKind::Segv, addr: a }))
 }
 
-fn not_yet(what: &str) -> BackendError {
-    BackendError(format!("{what} is not supported yet by oxmm (it comes with fork/COW/file mappings)"))
-}
-
 impl Backend for OxmmBackend {
     type Proc = Process;
 
@@ -73,13 +69,17 @@ impl Backend for OxmmBackend {
         shared: bool,
         file: Option<(&Path, u64)>,
     ) -> Result<u64, SysError> {
-        if shared {
-            return Err(not_yet("a `shared` mapping").into());
+        let sharing = if shared { MapFlags::SHARED } else { MapFlags::PRIVATE };
+        if let Some((path, offset)) = file {
+            // The file is opened for the call, as a program would open it,
+            // map it and close it: the mapping keeps the page cache alive.
+            let cache = self
+                .machine
+                .open_file(path)
+                .map_err(|e| SysError::Backend(BackendError(format!("cannot open `{}`: {e}", path.display()))))?;
+            return Ok(self.on(p).mmap_file(0, len, prot, sharing, &cache, offset)?.as_u64());
         }
-        if file.is_some() {
-            return Err(not_yet("a `file=` mapping").into());
-        }
-        let flags = MapFlags::PRIVATE.union(MapFlags::ANONYMOUS);
+        let flags = sharing.union(MapFlags::ANONYMOUS);
         Ok(self.on(p).mmap(0, len, prot, flags)?.as_u64())
     }
 

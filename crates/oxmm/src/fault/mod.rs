@@ -19,6 +19,7 @@
 //! Enters with: no lock. Returns with: no lock.
 
 pub mod anon;
+pub mod file;
 pub mod prefault;
 pub mod wp;
 
@@ -107,7 +108,15 @@ fn handle_locked(mm: &Mm, cpu: CpuId, va: VirtAddr, access: Access) -> Result<()
     // (tables are freed only under the write lock); the index is < 512.
     let slot = unsafe { sys.entry(table, page.table_index(1)) };
     let pte = load_entry(slot);
-    if pte.is_none() {
+    if vma.file != 0 {
+        let cache = st.files.get(&vma.file).ok_or(FaultError::Bus)?;
+        if pte.is_none() {
+            return file::do_file_page(mm, cpu, &vma, cache, page, table, access);
+        }
+        if pte.is_present() && access == Access::Write && !pte.is_writable() && vma.is_shared() {
+            return file::do_shared_wp(mm, cpu, cache, slot, pte);
+        }
+    } else if pte.is_none() {
         return anon::do_anonymous_page(mm, cpu, &vma, page, table, access);
     }
     if pte.is_present() {

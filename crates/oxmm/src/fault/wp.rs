@@ -93,8 +93,8 @@ pub fn do_wp_page(
                 let of = sys.phys.frame(old_pfn);
                 rmap::remove_one(sys, cpu, old_pfn, r);
                 of.mapcount.fetch_sub(1, Ordering::AcqRel);
-                if of.has(flags::ANON) {
-                    mm.add_rss(cpu, RssKind::Anon, -1);
+                if let Some(kind) = crate::mm::rss::kind_of_frame(of.flags()) {
+                    mm.add_rss(cpu, kind, -1);
                 }
                 // The mapping's reference, then our pin.
                 sys.put_page(cpu, old_pfn);

@@ -17,7 +17,7 @@
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 
-use super::rss::RssKind;
+use super::rss::{kind_of_frame, RssKind};
 use super::vma::{vmflags, Vma};
 use super::Mm;
 use crate::addr::{Pfn, VirtAddr, PAGE_SIZE};
@@ -50,7 +50,19 @@ impl Mm {
                     continue;
                 }
                 cst.vmas.insert(*v);
-                if v.flags & vmflags::WIPEONFORK != 0 || failed {
+                if v.file != 0 {
+                    if let Some(c) = st.files.get(&v.file) {
+                        c.add_user(&child, v.pgoff, v.pgoff + ((v.end - v.start) >> 12));
+                        cst.files.entry(v.file).or_insert_with(|| c.clone());
+                    }
+                }
+                // Like Linux, shared mappings are not copied (the child
+                // faults them in from the page cache), nor are private file
+                // mappings that have no private pages yet.
+                if v.flags & vmflags::WIPEONFORK != 0 || failed || v.is_shared() {
+                    continue;
+                }
+                if v.file != 0 && !has_private_pages(self, v) {
                     continue;
                 }
                 if copy_range(self, &child, &mut g, cpu, v).is_err() {
@@ -80,7 +92,7 @@ fn copy_range(parent: &Mm, child: &Mm, g: &mut MmuGather<'_>, cpu: CpuId, vma: &
     let shared = vma.flags & vmflags::SHARED != 0;
     let mut result = Ok(());
     let mut batch: Vec<(Pfn, PteRef)> = Vec::with_capacity(512);
-    let mut anon = 0i64;
+    let mut rss = [0i64; 3];
     // SAFETY: the parent's mmap write lock is held for the whole walk;
     // slots are used only inside their step.
     unsafe {
@@ -125,16 +137,39 @@ fn copy_range(parent: &Mm, child: &Mm, g: &mut MmuGather<'_>, cpu: CpuId, vma: &
                 let f = sys.phys.frame(pfn);
                 f.mapcount.fetch_add(1, Ordering::AcqRel);
                 f.refcount.fetch_add(1, Ordering::Relaxed);
-                if f.has(crate::phys::frame::flags::ANON) {
-                    anon += 1;
+                if let Some(kind) = kind_of_frame(f.flags()) {
+                    rss[kind as usize] += 1;
                 }
                 batch.push((pfn, PteRef::new(ctable, va.table_index(1))));
             }
             crate::rmap::add_batch(sys, cpu, &mut batch);
         });
     }
-    if anon != 0 {
-        child.add_rss(cpu, RssKind::Anon, anon);
+    for (kind, n) in [RssKind::Anon, RssKind::File, RssKind::Shmem].into_iter().zip(rss) {
+        if n != 0 {
+            child.add_rss(cpu, kind, n);
+        }
     }
     result
+}
+
+/// True if a PTE of `vma` maps a private (anonymous) page: a private file
+/// mapping that was written (Linux: it has an anon_vma).
+fn has_private_pages(mm: &Mm, vma: &Vma) -> bool {
+    let sys = &**mm.sys();
+    let mut found = false;
+    // SAFETY: the mmap write lock is held by the caller (fork) for the walk.
+    unsafe {
+        walk_range(sys, mm.root(), VirtAddr::new_truncate(vma.start), VirtAddr::new_truncate(vma.end), |step| {
+            if let Step::Ptes(r) = step {
+                for (_, slot) in r.slots() {
+                    let p = load_entry(slot);
+                    if p.maps_frame() && sys.phys.frame(p.pfn()).has(crate::phys::frame::flags::ANON) {
+                        found = true;
+                    }
+                }
+            }
+        });
+    }
+    found
 }

@@ -33,6 +33,8 @@ impl Mm {
             return Err(Errno::ENOMEM);
         }
         let sys = &**self.sys();
+        // Pages with a PTE holding a frame are resident.
+        let mut seen = alloc::collections::BTreeSet::new();
         // SAFETY: the mmap read lock `st` is held for the walk; slots are
         // used only inside their step.
         unsafe {
@@ -40,7 +42,7 @@ impl Mm {
                 Step::Ptes(r) => {
                     for (va, slot) in r.slots() {
                         if load_entry(slot).maps_frame() {
-                            resident((va.as_u64() - addr) / PAGE_SIZE);
+                            seen.insert((va.as_u64() - addr) / PAGE_SIZE);
                         }
                     }
                 }
@@ -48,11 +50,26 @@ impl Mm {
                     let s = start.as_u64().max(addr);
                     let e = (start.as_u64() + (2 << 20)).min(end);
                     for p in (s..e).step_by(PAGE_SIZE as usize) {
-                        resident((p - addr) / PAGE_SIZE);
+                        seen.insert((p - addr) / PAGE_SIZE);
                     }
                 }
             })
         };
+        // In a file or shmem mapping, a page is also resident if it is in
+        // the page cache (Linux's `mincore_page`).
+        for v in st.vmas.overlapping(addr, end).iter().filter(|v| v.file != 0) {
+            let Some(cache) = st.files.get(&v.file) else { continue };
+            let (s, e) = (v.start.max(addr), v.end.min(end));
+            for a in (s..e).step_by(PAGE_SIZE as usize) {
+                let i = (a - addr) / PAGE_SIZE;
+                if !seen.contains(&i) && cache.lookup(v.index_of(a)).is_some() {
+                    seen.insert(i);
+                }
+            }
+        }
+        for i in seen {
+            resident(i);
+        }
         Ok(pages)
     }
 

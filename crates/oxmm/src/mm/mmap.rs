@@ -6,9 +6,27 @@ use crate::addr::{VirtAddr, PAGE_SIZE};
 use crate::errno::{Errno, SysResult};
 use crate::fault::{handle_fault, Access};
 use crate::mm::flags::{MapFlags, Prot};
+use crate::pagecache::PageCache;
 use crate::pgtable::cursor::free_tables;
 use crate::platform::CpuId;
 use crate::tlb::MmuGather;
+use alloc::sync::Arc;
+
+/// Every `MAP_*` bit Linux knows (for `MAP_SHARED_VALIDATE`).
+const KNOWN_FLAGS: u32 = 0x03
+    | 0x10
+    | 0x20
+    | 0x0100
+    | 0x0800
+    | 0x1000
+    | 0x2000
+    | 0x4000
+    | 0x8000
+    | 0x10000
+    | 0x20000
+    | 0x40000
+    | 0x80000
+    | 0x100000;
 
 impl Mm {
     /// `mmap(addr, len, prot, flags, -1, 0)` for anonymous memory.
@@ -24,14 +42,50 @@ impl Mm {
     /// other than private/shared → `EINVAL` (anonymous
     /// `MAP_SHARED_VALIDATE` included, as Linux has it). Unknown flag bits
     /// are ignored; unknown `prot` bits are ignored too, so `PROT_SEM` or
-    /// `0x10` alone give a mapping with no access, as on Linux. Shared
-    /// anonymous memory is not supported yet (`EOPNOTSUPP`); `MAP_HUGETLB`
-    /// has no huge page pool (`ENOMEM`). `MAP_POPULATE` (and `MAP_LOCKED`)
-    /// prefault every page.
+    /// `0x10` alone give a mapping with no access, as on Linux.
+    /// `MAP_SHARED | MAP_ANONYMOUS` is shared anonymous memory (a shmem
+    /// object of the mapping's size); `MAP_HUGETLB` has no huge page pool
+    /// (`ENOMEM`). `MAP_POPULATE` (and `MAP_LOCKED`) prefault every page.
     pub fn mmap(&self, cpu: CpuId, addr: u64, len: u64, prot: Prot, flags: MapFlags) -> SysResult<VirtAddr> {
         if !flags.contains(MapFlags::ANONYMOUS) {
             return Err(Errno::EBADF);
         }
+        self.mmap_object(cpu, addr, len, prot, flags, None)
+    }
+
+    /// `mmap(addr, len, prot, flags, fd, offset)` of a file whose page cache
+    /// is `file` (`MAP_ANONYMOUS` is ignored, as Linux ignores the fd when
+    /// it is set — here the file wins). An unaligned offset → `EINVAL`; a
+    /// shared writable mapping of a file that cannot be written → `EACCES`;
+    /// `MAP_SHARED_VALIDATE` with unknown flags → `EOPNOTSUPP`; otherwise
+    /// the checks of [`Mm::mmap`]. A mapping past the end of the file is
+    /// allowed; accesses there get `SIGBUS`.
+    #[allow(clippy::too_many_arguments)] // Linux's six arguments, the mm and the CPU.
+    pub fn mmap_file(
+        &self,
+        cpu: CpuId,
+        addr: u64,
+        len: u64,
+        prot: Prot,
+        flags: MapFlags,
+        file: &Arc<PageCache>,
+        offset: u64,
+    ) -> SysResult<VirtAddr> {
+        if !offset.is_multiple_of(PAGE_SIZE) {
+            return Err(Errno::EINVAL);
+        }
+        self.mmap_object(cpu, addr, len, prot, flags, Some((file, offset)))
+    }
+
+    fn mmap_object(
+        &self,
+        cpu: CpuId,
+        addr: u64,
+        len: u64,
+        prot: Prot,
+        flags: MapFlags,
+        file: Option<(&Arc<PageCache>, u64)>,
+    ) -> SysResult<VirtAddr> {
         if len == 0 {
             return Err(Errno::EINVAL);
         }
@@ -81,18 +135,55 @@ impl Mm {
                 st.vmas.find_gap_topdown(len, MMAP_MIN_ADDR, MMAP_BASE).ok_or(Errno::ENOMEM)?
             }
         };
-        // The sharing type is checked last, as in Linux's `do_mmap`.
-        if typ == MapFlags::SHARED.0 {
-            return Err(Errno::EOPNOTSUPP);
-        }
-        if typ != MapFlags::PRIVATE.0 {
-            return Err(Errno::EINVAL);
+        // The sharing type is checked last, as in Linux's `do_mmap`; a file
+        // also accepts MAP_SHARED_VALIDATE (which then validates the flags).
+        let shared = match (typ, file.is_some()) {
+            (t, _) if t == MapFlags::PRIVATE.0 => false,
+            (t, _) if t == MapFlags::SHARED.0 => true,
+            (t, true) if t == MapFlags::SHARED_VALIDATE.0 => {
+                if flags.0 & !KNOWN_FLAGS != 0 {
+                    return Err(Errno::EOPNOTSUPP);
+                }
+                true
+            }
+            _ => return Err(Errno::EINVAL),
+        };
+        if let Some((f, _)) = file {
+            if shared && prot.writable() && !f.writable() {
+                return Err(Errno::EACCES);
+            }
         }
         if fixed {
             self.unmap_locked(&mut st, cpu, addr, addr + len);
         }
         let mut vma = Vma::new_anon(start, start + len, prot, vflags);
-        vma.anon_vma = self.anon_vma_for(&st.vmas, &vma);
+        // The object behind it: the file, a new shmem object for shared
+        // anonymous memory, or none.
+        let cache = match file {
+            Some((f, offset)) => {
+                vma.pgoff = offset / PAGE_SIZE;
+                Some(f.clone())
+            }
+            None if shared => {
+                vma.pgoff = 0;
+                Some(self.sys().caches().create(self.sys(), None, len / PAGE_SIZE))
+            }
+            None => None,
+        };
+        if shared {
+            vma.flags |= vmflags::SHARED;
+        }
+        if let Some(c) = &cache {
+            vma.flags &= !vmflags::ANON;
+            vma.file = c.id;
+            c.add_user(&self.arc(), vma.pgoff, vma.pgoff + len / PAGE_SIZE);
+            st.files.entry(c.id).or_insert_with(|| c.clone());
+        }
+        // Private mappings (anonymous, or a file's copy-on-write pages) get
+        // an anon_vma under the object-based reverse map.
+        if !shared {
+            vma.anon_vma = self.anon_vma_for(&st.vmas, &vma);
+        }
         st.vmas.insert(vma);
         drop(st);
         if flags.contains(MapFlags::POPULATE) || flags.contains(MapFlags::LOCKED) {

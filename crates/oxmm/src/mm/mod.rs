@@ -16,6 +16,7 @@ mod mincore;
 mod mmap;
 mod mprotect;
 mod mremap;
+pub mod msync;
 pub mod rss;
 pub mod vma;
 mod zap;
@@ -55,6 +56,8 @@ pub struct MmState {
     pub brk: u64,
     /// The mm has exited: its tables are freed; every call fails.
     pub dead: bool,
+    /// The page caches its VMAs map (kept until exit).
+    pub files: alloc::collections::BTreeMap<u64, Arc<crate::pagecache::PageCache>>,
 }
 
 impl MmState {
@@ -100,7 +103,13 @@ impl Mm {
             root,
             state: BrLock::new(
                 sys.platform().cpus(),
-                MmState { vmas: VmaTree::new(), start_brk: BRK_START, brk: BRK_START, dead: false },
+                MmState {
+                    vmas: VmaTree::new(),
+                    start_brk: BRK_START,
+                    brk: BRK_START,
+                    dead: false,
+                    files: alloc::collections::BTreeMap::new(),
+                },
             ),
             cpumask: AtomicU64::new(0),
             rss: rss::RssCounters::new(sys.platform().cpus(), rss_mode),
@@ -232,6 +241,12 @@ impl Mm {
         st.vmas = VmaTree::new();
         crate::pgtable::cursor::free_tables(&self.sys, &mut g, self.root, 0, USER_TOP, 0, USER_TOP);
         g.finish(self.cpumask());
+        // Shared file pages written through this mm reach the file now; the
+        // caches go when their last user does.
+        for (_, c) in core::mem::take(&mut st.files) {
+            let _ = c.writeback(&self.sys, 0, u64::MAX);
+            c.remove_user(self.id);
+        }
         drop(st);
         self.sys.free_table(cpu, self.root);
         self.sys.unregister_mm(self.id);

@@ -25,6 +25,21 @@ pub enum RssKind {
     Shmem = 2,
 }
 
+/// The RSS counter a user frame counts in, from its flags (`None` for
+/// frames that are not user pages, such as the zero page).
+pub fn kind_of_frame(frame_flags: u32) -> Option<RssKind> {
+    use crate::phys::frame::flags;
+    if frame_flags & flags::ANON != 0 {
+        Some(RssKind::Anon)
+    } else if frame_flags & flags::SHMEM != 0 {
+        Some(RssKind::Shmem)
+    } else if frame_flags & flags::FILE != 0 {
+        Some(RssKind::File)
+    } else {
+        None
+    }
+}
+
 /// Folded resident-set counts, in pages.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Rss {

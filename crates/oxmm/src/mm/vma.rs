@@ -62,13 +62,15 @@ pub struct Vma {
     pub pgoff: u64,
     /// The anon_vma of the object-based reverse map (0: none).
     pub anon_vma: u64,
+    /// The page cache mapped (a file or shmem object; 0: anonymous).
+    pub file: u64,
 }
 
 impl Vma {
     /// A VMA of `[start, end)` whose object offset is its own page number
     /// (new anonymous memory).
     pub fn new_anon(start: u64, end: u64, prot: Prot, flags: u32) -> Vma {
-        Vma { start, end, prot, flags, pgoff: start >> 12, anon_vma: 0 }
+        Vma { start, end, prot, flags, pgoff: start >> 12, anon_vma: 0, file: 0 }
     }
 
     /// The address of object page `index` in this VMA, if it falls inside.
@@ -95,11 +97,16 @@ impl Vma {
     pub fn is_anon(&self) -> bool {
         self.flags & vmflags::ANON != 0
     }
+    /// `MAP_SHARED`.
+    pub fn is_shared(&self) -> bool {
+        self.flags & vmflags::SHARED != 0
+    }
     fn mergeable(&self, next: &Vma) -> bool {
         self.end == next.start
             && self.prot == next.prot
             && self.flags == next.flags
             && self.anon_vma == next.anon_vma
+            && self.file == next.file
             && next.pgoff == self.pgoff + ((self.end - self.start) >> 12)
     }
 }

@@ -7,7 +7,7 @@
 //! until then a CPU with a stale translation may still write the frame, and
 //! the frame must not be reused.
 
-use super::rss::RssKind;
+use super::rss::{kind_of_frame, RssKind};
 use super::Mm;
 use crate::addr::{VirtAddr, PAGE_SIZE};
 use crate::arch::{load_entry, xchg_entry, Pte};
@@ -24,7 +24,7 @@ use crate::tlb::MmuGather;
 pub(super) fn zap_range(mm: &Mm, g: &mut MmuGather<'_>, start: u64, end: u64) {
     let sys = &**mm.sys();
     let zero = sys.zero_pfn();
-    let mut anon = 0i64;
+    let mut rss = [0i64; 3];
     let mut unused = 0i64;
     // Held across the PTE changes and the reverse-map changes.
     let _chains = crate::rmap::guard(sys, g.cpu());
@@ -54,8 +54,16 @@ pub(super) fn zap_range(mm: &Mm, g: &mut MmuGather<'_>, start: u64, end: u64) {
                     }
                     let f = sys.phys.frame(pfn);
                     f.mapcount.fetch_sub(1, Ordering::AcqRel);
-                    if f.has(flags::ANON) {
-                        anon += 1;
+                    let fl = f.flags();
+                    if let Some(kind) = kind_of_frame(fl) {
+                        rss[kind as usize] += 1;
+                    }
+                    // A shared file page written through this PTE: the
+                    // dirty bit moves to the page cache for writeback.
+                    if old.is_dirty() && fl & flags::FILE != 0 {
+                        if let Some(c) = sys.caches().get(f.mapping.load(Ordering::Relaxed)) {
+                            c.mark_dirty(f.index.load(Ordering::Relaxed));
+                        }
                     }
                     batch.push((pfn, PteRef::new(r.table(), va.table_index(1))));
                     g.add_page(pfn);
@@ -73,8 +81,8 @@ pub(super) fn zap_range(mm: &Mm, g: &mut MmuGather<'_>, start: u64, end: u64) {
                         g.add_range(hs, hs + span);
                         let f = sys.phys.frame(old.pfn());
                         f.mapcount.fetch_sub(1, Ordering::AcqRel);
-                        if f.has(flags::ANON) {
-                            anon += 512;
+                        if let Some(kind) = kind_of_frame(f.flags()) {
+                            rss[kind as usize] += 512;
                         }
                         g.add_page(old.pfn());
                     }
@@ -82,8 +90,10 @@ pub(super) fn zap_range(mm: &Mm, g: &mut MmuGather<'_>, start: u64, end: u64) {
             }
         })
     };
-    if anon != 0 {
-        mm.add_rss(g.cpu(), RssKind::Anon, -anon);
+    for (kind, n) in [RssKind::Anon, RssKind::File, RssKind::Shmem].into_iter().zip(rss) {
+        if n != 0 {
+            mm.add_rss(g.cpu(), kind, -n);
+        }
     }
     if unused != 0 {
         sys.stats.add(g.cpu(), crate::stats::Stat::PrefaultUnused, unused);

@@ -30,6 +30,10 @@ pub mod flags {
     /// Movable (user pages and page tables: migration and compaction may
     /// move it).
     pub const MOVABLE: u32 = 1 << 7;
+    /// A page of a file's page cache.
+    pub const FILE: u32 = 1 << 8;
+    /// A page of shared anonymous memory (shmem).
+    pub const SHMEM: u32 = 1 << 9;
 }
 
 /// Metadata of one frame.

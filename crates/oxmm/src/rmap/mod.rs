@@ -31,7 +31,6 @@ use self::object::AnonVmas;
 use crate::addr::{Pfn, VirtAddr, PAGE_SIZE};
 use crate::arch::{cas_entry, load_entry, xchg_entry, Pte};
 use crate::errno::{Errno, SysResult};
-use crate::mm::rss::RssKind;
 use crate::mm::vma::VmaTree;
 use crate::mm::Mm;
 use crate::pgtable::lock::PtlGuard;
@@ -230,12 +229,26 @@ pub fn chain_refs(sys: &System, pfn: Pfn) -> Vec<PteRef> {
 /// `pfn` are returned.
 pub fn object_mappings(sys: &System, pfn: Pfn, vmas_of: &dyn Fn(&Mm) -> Option<(Pfn, VmaTree)>) -> Vec<Mapping> {
     let f = sys.phys.frame(pfn);
-    let Some(av) = sys.rmap().objects.get(f.mapping.load(Ordering::Relaxed)) else { return Vec::new() };
     let index = f.index.load(Ordering::Relaxed);
+    let id = f.mapping.load(Ordering::Relaxed);
+    // An anonymous page's object is its anon_vma; a file or shmem page's is
+    // its page cache, whose interval tree names the address spaces mapping
+    // its index.
+    let (members, is_file) = if f.flags() & (flags::FILE | flags::SHMEM) != 0 {
+        match sys.caches().get(id) {
+            Some(c) => (c.users_of(index), true),
+            None => return Vec::new(),
+        }
+    } else {
+        match sys.rmap().objects.get(id) {
+            Some(av) => (av.members(), false),
+            None => return Vec::new(),
+        }
+    };
     let mut out = Vec::new();
-    for mm in av.members() {
+    for mm in members {
         let Some((root, vmas)) = vmas_of(&mm) else { continue };
-        for v in vmas.iter().filter(|v| v.anon_vma == av.id) {
+        for v in vmas.iter().filter(|v| if is_file { v.file == id } else { v.anon_vma == id }) {
             let Some(a) = v.address_of(index) else { continue };
             let va = VirtAddr::new_truncate(a);
             // SAFETY: the caller holds this mm's mmap lock while we look.
@@ -279,9 +292,18 @@ pub fn mappings(sys: &System, cpu: CpuId, pfn: Pfn) -> SysResult<Vec<Mapping>> {
                 .collect())
         }
         RmapScheme::Object => {
-            let members = match sys.rmap().objects.get(sys.phys.frame(pfn).mapping.load(Ordering::Relaxed)) {
-                Some(av) => av.members(),
-                None => return Ok(Vec::new()),
+            let f = sys.phys.frame(pfn);
+            let id = f.mapping.load(Ordering::Relaxed);
+            let members = if f.flags() & (flags::FILE | flags::SHMEM) != 0 {
+                match sys.caches().get(id) {
+                    Some(c) => c.users_of(f.index.load(Ordering::Relaxed)),
+                    None => return Ok(Vec::new()),
+                }
+            } else {
+                match sys.rmap().objects.get(id) {
+                    Some(av) => av.members(),
+                    None => return Ok(Vec::new()),
+                }
             };
             let mut out = Vec::new();
             for mm in members {
@@ -363,8 +385,8 @@ pub fn try_to_unmap(sys: &System, cpu: CpuId, pfn: Pfn) -> SysResult<usize> {
         g.add_range(va, va + PAGE_SIZE);
         let f = sys.phys.frame(pfn);
         f.mapcount.fetch_sub(1, Ordering::AcqRel);
-        if f.has(flags::ANON) {
-            mm.add_rss(cpu, RssKind::Anon, -1);
+        if let Some(kind) = crate::mm::rss::kind_of_frame(f.flags()) {
+            mm.add_rss(cpu, kind, -1);
         }
         remove_one(sys, cpu, pfn, r);
         g.add_page(pfn);
