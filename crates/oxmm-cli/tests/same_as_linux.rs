@@ -1,4 +1,4 @@
-//! Every op script under `tests/ops/anon/` gives the same output on the
+//! Every op script under `tests/ops/anon/` and `examples/ops/` gives the same output on the
 //! hosted machine as on this machine's Linux kernel, line by line — the
 //! op-script contract's purpose — under every reverse-map scheme. The
 //! hosted runs also run the invariant checker at the end (`--check`),
@@ -22,14 +22,18 @@ fn oxmm(args: &[&str], script: &Path) -> (i32, String, String) {
 }
 
 fn scripts() -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ops/anon");
-    let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .expect("scripts dir")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "ops"))
-        .collect();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut v: Vec<PathBuf> = Vec::new();
+    for dir in [root.join("tests/ops/anon"), root.join("../../examples/ops")] {
+        v.extend(
+            std::fs::read_dir(&dir)
+                .expect("scripts dir")
+                .map(|e| e.expect("entry").path())
+                .filter(|p| p.extension().is_some_and(|e| e == "ops")),
+        );
+    }
     v.sort();
-    assert!(v.len() >= 6, "expected the anonymous-memory scripts in {}", dir.display());
+    assert!(v.len() >= 10, "expected the op scripts of tests/ops/anon and examples/ops");
     v
 }
 

@@ -272,7 +272,7 @@ fn check_rmap(
         for p in 1..sys.phys.total_frames() {
             let f = sys.phys.frame(Pfn::new_unchecked(p));
             if f.flags() & flags::ALLOCATED != 0
-                && f.flags() & flags::ANON != 0
+                && f.flags() & (flags::ANON | flags::FILE | flags::SHMEM) != 0
                 && f.rmap.load(crate::sync::Ordering::Relaxed) & crate::rmap::chain::CHAIN != 0
             {
                 chained += 1;

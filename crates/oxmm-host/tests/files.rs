@@ -1,0 +1,174 @@
+//! File and shared mappings against Linux semantics: file bytes read
+//! through mappings, private copy-on-write, shared writes reaching the file
+//! through msync and at exit, shared memory across fork, RSS per kind, and
+//! the reverse map of file pages (the checker verifies it after each test).
+
+mod common;
+
+use std::io::{Read, Write};
+
+use common::*;
+use oxmm::mm::{MapFlags, Prot};
+use oxmm::rmap::RmapScheme;
+use oxmm_host::MachineConfig;
+
+const SCHEMES: [RmapScheme; 3] = [RmapScheme::PteChains, RmapScheme::Object, RmapScheme::None];
+const SHARED: MapFlags = MapFlags::SHARED;
+const PRIVATE: MapFlags = MapFlags::PRIVATE;
+
+fn rig(scheme: RmapScheme) -> Rig {
+    Rig::with(MachineConfig { mem_bytes: 64 << 20, nodes: 1, cpus: 4, movable_percent: 75, rmap: scheme })
+}
+
+/// A temporary file of `pages` pages, page i filled with byte i+1.
+fn temp_file(name: &str, pages: u64) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("oxmm-files-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join("data");
+    let mut f = std::fs::File::create(&p).unwrap();
+    for i in 0..pages {
+        f.write_all(&[(i + 1) as u8; 4096]).unwrap();
+    }
+    p
+}
+
+fn file_bytes(p: &std::path::Path) -> Vec<u8> {
+    let mut v = Vec::new();
+    std::fs::File::open(p).unwrap().read_to_end(&mut v).unwrap();
+    v
+}
+
+#[test]
+fn private_file_mapping_reads_the_file_and_copies_on_write() {
+    for scheme in SCHEMES {
+        let path = temp_file(&format!("private-{scheme:?}"), 4);
+        let mut r = rig(scheme);
+        let f = r.machine.open_file(&path).unwrap();
+        let a = r.cpu.mmap_file(0, 4 * PAGE, Prot::RW, PRIVATE, &f, 0).unwrap();
+        drop(f);
+        assert_eq!(r.cpu.read_u8(a + 2 * PAGE + 7).unwrap(), 3);
+        assert_eq!(r.proc.rss().file, 1);
+        r.cpu.write_u8(a + 2 * PAGE, 0xee).unwrap();
+        assert_eq!(r.proc.rss(), oxmm::mm::Rss { anon: 1, file: 0, shmem: 0, swap: 0 }, "{scheme:?}");
+        assert_eq!(r.cpu.read_u8(a + 2 * PAGE).unwrap(), 0xee);
+        r.check();
+        // DONTNEED drops the private copy: the file's bytes come back.
+        r.cpu.madvise(a.as_u64(), 4 * PAGE, 4).unwrap();
+        assert_eq!(r.cpu.read_u8(a + 2 * PAGE).unwrap(), 3);
+        r.cpu.munmap(a.as_u64(), 4 * PAGE).unwrap();
+        assert_eq!(file_bytes(&path)[2 * 4096], 3, "a private write never reaches the file");
+    }
+}
+
+#[test]
+fn shared_file_writes_reach_the_file_on_msync_and_at_exit() {
+    for scheme in SCHEMES {
+        let path = temp_file(&format!("shared-{scheme:?}"), 4);
+        let mut r = rig(scheme);
+        let f = r.machine.open_file(&path).unwrap();
+        let a = r.cpu.mmap_file(0, 4 * PAGE, Prot::RW, SHARED, &f, 0).unwrap();
+        r.cpu.fill(a + PAGE, 16, 0x55).unwrap();
+        assert_eq!(r.proc.rss().file, 1, "{scheme:?}");
+        assert_eq!(file_bytes(&path)[4096], 2, "not yet written back");
+        r.cpu.msync(a.as_u64(), 4 * PAGE, oxmm::mm::msync::MS_SYNC).unwrap();
+        assert_eq!(&file_bytes(&path)[4096..4096 + 17], &[0x55; 16].iter().copied().chain([2]).collect::<Vec<_>>()[..]);
+        // After msync the PTE is clean: a new write faults and dirties again.
+        let faults = r.machine.vmstat().get("pgfault").unwrap();
+        r.cpu.write_u8(a + PAGE, 0x66).unwrap();
+        assert_eq!(r.machine.vmstat().get("pgfault").unwrap(), faults + 1);
+        // A second process maps the same file and sees the write at once.
+        let q = r.machine.new_process(&r.cpu).unwrap();
+        let p = r.proc.clone();
+        r.cpu.switch_to(&q);
+        let b = r.cpu.mmap_file(0, 4 * PAGE, Prot::READ, SHARED, &f, 0).unwrap();
+        assert_eq!(r.cpu.read_u8(b + PAGE).unwrap(), 0x66);
+        r.check();
+        if scheme != RmapScheme::None {
+            let pfn = q.mm().pte(r.cpu.id(), b + PAGE).unwrap().pfn();
+            assert_eq!(oxmm::rmap::mappings(r.machine.sys(), r.cpu.id(), pfn).unwrap().len(), 2);
+        }
+        r.cpu.exit_process(q);
+        r.cpu.switch_to(&p);
+        drop(f);
+        // Exit writes back what msync did not.
+        r.cpu.write_u8(a + 3 * PAGE, 0x77).unwrap();
+        let path2 = path.clone();
+        drop(r);
+        let bytes = file_bytes(&path2);
+        assert_eq!(bytes[4096], 0x66, "{scheme:?}");
+        assert_eq!(bytes[3 * 4096], 0x77, "{scheme:?}: written back at exit");
+        assert_eq!(bytes.len(), 4 * 4096, "the file never grows");
+    }
+}
+
+#[test]
+fn past_the_end_of_the_file_is_sigbus_and_offsets_must_be_aligned() {
+    let path = temp_file("bus", 1);
+    let mut r = rig(RmapScheme::PteChains);
+    let f = r.machine.open_file(&path).unwrap();
+    let a = r.cpu.mmap_file(0, 4 * PAGE, Prot::READ, PRIVATE, &f, 0).unwrap();
+    assert_eq!(r.cpu.read_u8(a).unwrap(), 1);
+    assert_eq!(r.cpu.read_u8(a + PAGE).map_err(|e| e.kind), Err(oxmm::fault::FaultError::Bus));
+    assert_eq!(r.cpu.mmap_file(0, PAGE, Prot::READ, PRIVATE, &f, 1), Err(oxmm::Errno::EINVAL));
+    let b = r.cpu.mmap_file(0, PAGE, Prot::READ, PRIVATE, &f, 8 * PAGE).unwrap();
+    assert_eq!(r.cpu.read_u8(b).map_err(|e| e.kind), Err(oxmm::fault::FaultError::Bus));
+}
+
+#[test]
+fn fault_around_maps_cached_neighbours() {
+    let path = temp_file("around", 16);
+    let mut r = rig(RmapScheme::PteChains);
+    let f = r.machine.open_file(&path).unwrap();
+    // Another process reads every page: all 16 are cached.
+    let q = r.machine.new_process(&r.cpu).unwrap();
+    let p = r.proc.clone();
+    r.cpu.switch_to(&q);
+    let b = r.cpu.mmap_file(0, 16 * PAGE, Prot::READ, PRIVATE, &f, 0).unwrap();
+    for i in 0..16 {
+        r.cpu.read_u8(b + i * PAGE).unwrap();
+    }
+    r.cpu.exit_process(q);
+    r.cpu.switch_to(&p);
+    let a = r.cpu.mmap_file(0, 16 * PAGE, Prot::READ, PRIVATE, &f, 0).unwrap();
+    let before = r.machine.vmstat().get("pgfault").unwrap();
+    for i in 0..16 {
+        assert_eq!(r.cpu.read_u8(a + i * PAGE).unwrap(), (i + 1) as u8);
+    }
+    let faults = r.machine.vmstat().get("pgfault").unwrap() - before;
+    assert_eq!(faults, 1, "one fault maps the whole cached 64 KiB window");
+    assert_eq!(r.proc.rss().file, 16);
+}
+
+#[test]
+fn shared_anonymous_memory_across_fork() {
+    for scheme in SCHEMES {
+        let mut r = rig(scheme);
+        let a = r.cpu.mmap(0, 16 * PAGE, Prot::RW, SHARED.union(MapFlags::ANONYMOUS)).unwrap();
+        r.cpu.fill(a, 8 * PAGE, 3).unwrap();
+        assert_eq!(r.proc.rss().shmem, 8);
+        let child = r.cpu.fork(&r.proc).unwrap();
+        assert_eq!(child.rss().shmem, 0, "fork does not copy shared PTEs");
+        let parent = r.proc.clone();
+        r.cpu.switch_to(&child);
+        assert_eq!(r.cpu.sum(a, 8 * PAGE).unwrap(), 3 * 8 * PAGE);
+        assert_eq!(child.rss().shmem, 8);
+        r.cpu.write_u8(a, 9).unwrap();
+        r.cpu.switch_to(&parent);
+        assert_eq!(r.cpu.read_u8(a).unwrap(), 9, "{scheme:?}: shared writes are visible");
+        r.check();
+        r.cpu.exit_process(child);
+        r.check();
+    }
+}
+
+#[test]
+fn msync_errors() {
+    let mut r = rig(RmapScheme::PteChains);
+    let a = r.map(4 * PAGE, Prot::RW);
+    assert_eq!(r.cpu.msync(a.as_u64() + 1, PAGE, 4), Err(oxmm::Errno::EINVAL));
+    assert_eq!(r.cpu.msync(a.as_u64(), PAGE, 8), Err(oxmm::Errno::EINVAL));
+    assert_eq!(r.cpu.msync(a.as_u64(), PAGE, 5), Err(oxmm::Errno::EINVAL));
+    assert_eq!(r.cpu.msync(a.as_u64(), 8 * PAGE, 4), Err(oxmm::Errno::ENOMEM));
+    assert_eq!(r.cpu.msync(a.as_u64(), 4 * PAGE, 4), Ok(()));
+    assert_eq!(r.cpu.msync(a.as_u64(), 0, 4), Ok(()));
+}
