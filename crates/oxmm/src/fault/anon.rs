@@ -84,21 +84,22 @@ pub fn do_anonymous_page(
     // the mmap read lock is held; `idx + k < 512` because the window is
     // clipped to the table.
     if access == Access::Read {
-        let mut mapped = 0;
+        let mut extra = 0;
         for k in 0..pages {
             let flags = prefault_bits(anon_leaf_flags(vma, false), k);
             let pte = Pte::new(sys.zero_pfn(), flags);
             // SAFETY: see above.
             if cas_entry(unsafe { sys.entry(table, idx + k) }, Pte::NONE, pte).is_ok() {
-                mapped += 1;
                 if k == 0 {
                     sys.stats.inc(cpu, Stat::ZeroPageMap);
+                } else {
+                    extra += 1;
                 }
             } else if k == 0 {
                 sys.stats.inc(cpu, Stat::FaultRaceLost);
             }
         }
-        count_window(sys, cpu, pages, mapped);
+        count_window(sys, cpu, pages, extra);
         return Ok(());
     }
     let mut frames = [Pfn::default(); prefault::MAX_WINDOW];
@@ -117,7 +118,12 @@ pub fn do_anonymous_page(
     if got == 0 {
         return Err(FaultError::Oom);
     }
+    if got < pages {
+        // The window was shortened: predict from where it really ended.
+        prefault::shortened(sys, cpu, va + got as u64 * 4096);
+    }
     let mut installed = 0i64;
+    let mut extra = 0usize;
     for (k, &pfn) in frames[..got].iter().enumerate() {
         sys.zero_frame(pfn);
         let f = sys.phys.frame(pfn);
@@ -128,6 +134,7 @@ pub fn do_anonymous_page(
         // SAFETY: see above.
         if cas_entry(unsafe { sys.entry(table, idx + k) }, Pte::NONE, pte).is_ok() {
             installed += 1;
+            extra += usize::from(k > 0);
         } else {
             // Lost the race: the frame was never visible. Undo and free.
             undo_new_page(f);
@@ -142,7 +149,7 @@ pub fn do_anonymous_page(
         sys.stats.add(cpu, Stat::AnonFaultAlloc, installed);
         sys.stats.add(cpu, Stat::NrAnonPages, installed);
     }
-    count_window(sys, cpu, got, installed as usize);
+    count_window(sys, cpu, got, extra);
     Ok(())
 }
 
@@ -158,9 +165,9 @@ fn prefault_bits(bits: u64, k: usize) -> u64 {
 }
 
 #[inline]
-fn count_window(sys: &crate::system::System, cpu: CpuId, window: usize, mapped: usize) {
+fn count_window(sys: &crate::system::System, cpu: CpuId, window: usize, extra_mapped: usize) {
     if window > 1 {
         sys.stats.inc(cpu, Stat::PrefaultWindow);
-        sys.stats.add(cpu, Stat::PrefaultPages, mapped.saturating_sub(1) as i64);
+        sys.stats.add(cpu, Stat::PrefaultPages, extra_mapped as i64);
     }
 }

@@ -54,6 +54,14 @@ impl Default for Predictor {
     }
 }
 
+/// The window ended at `end` rather than where [`window`] planned (an
+/// allocation came up short): the next fault is predicted there, as seed
+/// 003 records the end of the pages actually allocated.
+#[inline]
+pub fn shortened(sys: &System, cpu: CpuId, end: VirtAddr) {
+    sys.predictor(cpu).next.store(end.as_u64(), Relaxed);
+}
+
 /// The number of pages (≥ 1, ≤ [`MAX_WINDOW`]) the fault at `va` should map,
 /// and the prediction updated for the next fault.
 ///
