@@ -15,8 +15,14 @@ use oxmm::mm::{MapFlags, Prot};
 use oxmm_host::{Machine, MachineConfig};
 
 fn bench(c: &mut Criterion) {
-    let m =
-        Machine::new(MachineConfig { mem_bytes: 64 << 20, nodes: 1, cpus: 1, movable_percent: 75 }).expect("machine");
+    let m = Machine::new(MachineConfig {
+        mem_bytes: 64 << 20,
+        nodes: 1,
+        cpus: 1,
+        movable_percent: 75,
+        ..MachineConfig::default()
+    })
+    .expect("machine");
     let mut cpu = m.cpu(0).expect("cpu");
     let p = m.new_process(&cpu).expect("process");
     cpu.switch_to(&p);

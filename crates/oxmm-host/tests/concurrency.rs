@@ -15,7 +15,7 @@ use oxmm::mm::Prot;
 use oxmm_host::MachineConfig;
 
 fn rig_with_cpus(cpus: usize) -> Rig {
-    Rig::with(MachineConfig { mem_bytes: 32 << 20, nodes: 1, cpus, movable_percent: 75 })
+    Rig::with(MachineConfig { mem_bytes: 32 << 20, nodes: 1, cpus, movable_percent: 75, ..MachineConfig::default() })
 }
 
 fn val(t: u64, i: u64) -> u64 {

@@ -86,7 +86,12 @@ fn fork_fan_out_shares_chains() {
     r.check();
     let st = oxmm::rmap::stats(r.machine.sys());
     assert_eq!(st.reverse_maps, n, "every page has a chain");
-    assert!(st.chain_bytes * 4 <= st.page_table_bytes, "chains {} bytes vs page tables {}", st.chain_bytes, st.page_table_bytes);
+    assert!(
+        st.chain_bytes * 4 <= st.page_table_bytes,
+        "chains {} bytes vs page tables {}",
+        st.chain_bytes,
+        st.page_table_bytes
+    );
     for k in kids {
         r.cpu.exit_process(k);
         r.check();

@@ -11,7 +11,14 @@ use oxmm_host::{Machine, MachineConfig};
 const ANON: MapFlags = MapFlags(MapFlags::PRIVATE.0 | MapFlags::ANONYMOUS.0);
 
 fn machine() -> std::sync::Arc<Machine> {
-    Machine::new(MachineConfig { mem_bytes: 64 << 20, nodes: 1, cpus: 2, movable_percent: 75 }).unwrap()
+    Machine::new(MachineConfig {
+        mem_bytes: 64 << 20,
+        nodes: 1,
+        cpus: 2,
+        movable_percent: 75,
+        ..MachineConfig::default()
+    })
+    .unwrap()
 }
 
 #[test]

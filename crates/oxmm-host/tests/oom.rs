@@ -10,7 +10,7 @@ use oxmm::mm::{MapFlags, Prot};
 use oxmm_host::MachineConfig;
 
 fn tiny(mem_bytes: u64) -> Rig {
-    Rig::with(MachineConfig { mem_bytes, nodes: 1, cpus: 2, movable_percent: 75 })
+    Rig::with(MachineConfig { mem_bytes, nodes: 1, cpus: 2, movable_percent: 75, ..MachineConfig::default() })
 }
 
 /// Write one byte per page of `[p, p+len)` until a fault; the number of

@@ -19,7 +19,13 @@ pub struct Rig {
 impl Rig {
     #[track_caller]
     pub fn new() -> Rig {
-        Rig::with(MachineConfig { mem_bytes: 64 << 20, nodes: 1, cpus: 4, movable_percent: 75 })
+        Rig::with(MachineConfig {
+            mem_bytes: 64 << 20,
+            nodes: 1,
+            cpus: 4,
+            movable_percent: 75,
+            ..MachineConfig::default()
+        })
     }
 
     #[track_caller]
@@ -193,4 +199,43 @@ impl Rig {
     pub fn resident(&mut self, a: VirtAddr, pages: u64) -> Vec<u8> {
         self.cpu.mincore(a.as_u64(), pages * PAGE).expect("mincore")
     }
+}
+
+// ---- helpers added for the reverse-map, COW and mremap tests --------------
+
+impl Rig {
+    /// A 64 MiB, 4-CPU rig running reverse-map scheme `scheme`.
+    #[track_caller]
+    pub fn with_rmap(scheme: oxmm::rmap::RmapScheme) -> Rig {
+        Rig::with(MachineConfig { mem_bytes: 64 << 20, nodes: 1, cpus: 4, movable_percent: 75, rmap: scheme })
+    }
+
+    /// The frame `p` maps at `a` (panics if no present PTE maps a frame).
+    #[track_caller]
+    pub fn pfn_of(&self, p: &Process, a: VirtAddr) -> oxmm::addr::Pfn {
+        let pte = p.mm().pte(self.cpu.id(), a).unwrap_or(oxmm::arch::Pte::NONE);
+        assert!(pte.maps_frame(), "no frame mapped at {a:?} in mm {}: {pte:?}", p.mm().id());
+        pte.pfn()
+    }
+
+    /// `oxmm::rmap::mappings` of `pfn` as sorted (mm id, address) pairs.
+    #[track_caller]
+    pub fn rmap_of(&self, pfn: oxmm::addr::Pfn) -> Vec<(u64, u64)> {
+        let maps = oxmm::rmap::mappings(self.machine.sys(), self.cpu.id(), pfn).expect("rmap::mappings");
+        let mut v: Vec<(u64, u64)> = maps.iter().map(|m| (m.mm, m.va.as_u64())).collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// The frame's mapcount.
+    pub fn mapcount_of(&self, pfn: oxmm::addr::Pfn) -> i32 {
+        self.machine.sys().phys.frame(pfn).mapcount()
+    }
+}
+
+/// Sorted (mm id, address) pairs for processes `ps` all mapping at `a`.
+pub fn at(ps: &[&Process], a: VirtAddr) -> Vec<(u64, u64)> {
+    let mut v: Vec<(u64, u64)> = ps.iter().map(|p| (p.mm().id(), a.as_u64())).collect();
+    v.sort_unstable();
+    v
 }
