@@ -10,15 +10,25 @@
 //! # Lock order (outermost first)
 //!
 //! ```text
-//! mmap lock (per mm; read for faults, write for munmap/mprotect/brk/mmap)
-//!   └─ page-table page lock (split ptl, in the page-table frame's metadata)
-//!        └─ rmap lock (hashed by frame index)            [issue 3]
-//!             └─ LRU lock (per node)                      [reclaim]
-//!                  └─ per-CPU page cache lock (uncontended: its CPU,
-//!                     or a steal)
-//!                       └─ zone lock (per zone buddy free lists; taken
-//!                          inside the cache lock to refill or drain it)
+//! mmap lock (per mm, per-CPU reader counts; read for faults, madvise,
+//!   │        mincore, msync; write for mmap/munmap/mprotect/mremap/brk/
+//!   │        fork/exit)
+//!   └─ chain lock (pte chains: shared by every rmap change, exclusive for
+//!        │         node coalescing)
+//!        └─ page-table page lock (split ptl, in the page-table frame's
+//!             │                   metadata)
+//!             └─ rmap locks (hashed by frame index; a batch takes several,
+//!                  │          in ascending order)
+//!                  └─ chain-node allocator lock, page-cache locks
+//!                       └─ per-CPU page cache lock (uncontended: its CPU,
+//!                          or a steal)
+//!                            └─ zone lock (per zone buddy free lists; taken
+//!                               inside the cache lock to refill or drain it)
 //! ```
+//!
+//! The reverse-map walkers ([`rmap::mappings`], [`rmap::page_referenced`],
+//! [`rmap::try_to_unmap`]) start with no lock held and take an mm's mmap
+//! lock for reading per mapping, so they follow the same order.
 //!
 //! The anonymous fault on an empty PTE takes none of these beyond the mmap
 //! read lock: missing page tables and the PTE itself are installed with
