@@ -1,38 +1,60 @@
-//! `oxmm bench faults`: anonymous first-touch fault throughput, the hosted
-//! machine against the host kernel (the seed-003 table).
+//! `oxmm bench faults`: anonymous first-touch fault throughput of several
+//! targets — the host kernel, the hosted machine with prefault off, with
+//! prefault on, … — measured in one run (the seed-003 table).
 //!
 //! # The pattern
 //!
-//! For each row shape (`gb`, `threads`, `reps`, `order`), N worker threads
+//! For each row shape (`order`, `gb`, `threads`, `reps`), N worker threads
 //! each own a slice of `gb GiB / N` (rounded down to whole pages), and, R
 //! times over:
 //!
 //! ```text
-//!   gate ─ map slice ─ gate ─ [touch: one byte store per page] ─ gate ─ unmap
-//!                             ^ start                        ^ last end
+//!   gate ─ map slice ─ gate* ─ [touch: one byte store per page] ─ gate* ─ unmap
+//!                              ^ start                        ^ last end
 //! ```
 //!
 //! Only the touch phase counts: every store is the first touch of a
-//! private anonymous page, so (without prefault) every store is one fault.
-//! `Wall` is, summed over the R reps, the time from the common start (the
-//! earliest thread out of the gate) to the last thread's end; `User` and
-//! `System` are each thread's `getrusage(RUSAGE_THREAD)` over its own touch
-//! phase, summed over threads and reps. Map and unmap are timed the same way
-//! but reported apart. With P = pages touched over all threads and reps:
-//! `flt/cpu/s = P / (User + System)` and `fault/wsec = P / Wall`, as in the
-//! seed's table (which counts faults the same way: pages × reps).
+//! private anonymous page, so without prefault every store is one fault;
+//! throughput is counted as seed 003's test counts it, in *pages first
+//! touched*, whatever the number of fault-handler entries it took (which is
+//! reported beside it). `Wall` is, summed over the R reps, the time from
+//! the common start (the earliest thread out of the gate) to the last
+//! thread's end; `User` and `System` are each thread's
+//! `getrusage(RUSAGE_THREAD)` over its own touch phase, summed over threads
+//! and reps. Map and unmap are timed the same way but reported apart. With
+//! P = pages touched over all threads and reps: `flt/cpu/s = P / (User +
+//! System)` and `fault/wsec = P / Wall`, as in the seed's table.
+//!
+//! # Counters
+//!
+//! A target's event counters ([`FaultTarget::counters`]) are read twice
+//! over: around each whole run (map, touch and unmap: `counters`), and at
+//! the two gates marked `*` above (`touch_counters`), by the last worker to
+//! arrive, while every other worker waits — so the touch-phase deltas hold
+//! exactly the touch phases, not the map or unmap work. Fault-handler
+//! entries ([`FaultTarget::entry_counter`]: `pgfault`, `minflt`) and
+//! shared-cache-line writes per fault (`shared_writes` over the touch
+//! phase divided by the entries of that phase) come from the touch-phase
+//! deltas. Counters only maintained at unmap (`prefault_unused`) are shown
+//! from the whole-run deltas ([`RUN_PHASE_COUNTERS`]).
 //!
 //! # Runs, medians, ratios
 //!
-//! A row is measured `--runs` times; runs of the two targets alternate
-//! (oxmm run 0, kernel run 0, oxmm run 1, …) so slow drift of the host
-//! (frequency, other load) hits both alike. The reported row is the median
-//! run, taken so that the row still adds up: `Wall` is the median wall,
-//! `User`/`System` are those of the run with the median CPU time (the mean
-//! of the two middle runs for an even count), and the rates are computed
-//! from those times — which, for an odd number of runs, equals the median of
-//! the per-run rates. The ratio line divides the first target's median rates
-//! by the second's, row shape by row shape.
+//! A row is measured `--runs` times; runs of the targets alternate (run 0
+//! of every target, then run 1 of every target, …), and the zero-fill limit
+//! (see [`super::zerofill`]) is measured once in each such round, so slow
+//! drift of the host (frequency, other load) hits all alike. The reported
+//! row is the median run, taken so that the row still adds up: `Wall` is
+//! the median wall, `User`/`System` are those of the run with the median
+//! CPU time (the mean of the two middle runs for an even count), counters
+//! are each their own median, and the rates are computed from those —
+//! which, for an odd number of runs, equals the median of the per-run
+//! rates.
+//!
+//! Ratios divide one target's median rates by another's, shape by shape:
+//! every target against the first one (the kernel), and each target
+//! against its [`FaultTarget::reference`] (prefault on against prefault
+//! off, shared RSS against per-CPU RSS).
 //!
 //! # Targets
 //!
@@ -42,18 +64,13 @@
 //! bind it to the OS thread — the hosted machine binds a CPU — and the
 //! thread state need not be `Send`. That, and borrowing the target for the
 //! run, is why `Thread` is a generic associated type rather than a boxed
-//! object.
-//!
-//! Adding a column: add a field to [`Figures`] (filled in
-//! [`aggregate_run`], reduced in [`median_figures`]) and a [`Column`] in
-//! [`target_columns`]; event counts need no code at all, a target just
-//! returns them from [`FaultTarget::counters`] and each becomes a column
-//! and a JSON field.
+//! object; a heterogeneous list of targets is an enum
+//! ([`super::any::AnyTarget`]).
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::io::{IsTerminal as _, Write};
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
 use std::sync::{Condvar, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -63,21 +80,42 @@ use indicatif::{ProgressBar, ProgressStyle};
 use oxmm_host::native::faults::{thread_rusage, Rusage};
 use serde::{Serialize, Serializer};
 
+use super::zerofill::{self, ZeroFill, ZeroFillReport};
+
 const GIB: f64 = (1u64 << 30) as f64;
+
+/// Name of the counter that holds writes to shared cache lines (see
+/// `System::shared_writes`); divided by fault-handler entries for
+/// `shared writes/fault`.
+pub const SHARED_WRITES: &str = "shared_writes";
+
+/// Counters that only move outside the touch phase (prefaulted pages never
+/// touched are counted at unmap): tables show their whole-run deltas.
+pub const RUN_PHASE_COUNTERS: &[&str] = &["prefault_unused"];
 
 // ---------------------------------------------------------------------------
 // Command line
 // ---------------------------------------------------------------------------
 
 /// Order in which each thread touches the pages of its slice.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Order {
     /// Ascending addresses (what fault prediction, seed 003, feeds on).
     Seq,
     /// A fixed pseudo-random permutation per (thread, run), the same for
-    /// both targets.
+    /// every target.
     Random,
+}
+
+impl Order {
+    /// `seq` or `random`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Order::Seq => "seq",
+            Order::Random => "random",
+        }
+    }
 }
 
 /// Options of `oxmm bench faults`.
@@ -87,7 +125,7 @@ pub struct FaultsArgs {
     /// comma-separated list gives one row per size (e.g. `1,4`).
     #[arg(long, value_delimiter = ',', default_value = "1")]
     pub gb: Vec<f64>,
-    /// Thread counts, comma-separated (e.g. `1,2,4,8`): one row each.
+    /// Thread counts, comma-separated (e.g. `1,2,4`): one row each.
     #[arg(long, value_delimiter = ',', default_value = "1")]
     pub threads: Vec<usize>,
     /// Map/touch/unmap repetitions within one run.
@@ -96,12 +134,34 @@ pub struct FaultsArgs {
     /// Runs per row; the median run is reported.
     #[arg(long, default_value_t = 5)]
     pub runs: u32,
-    /// Page touch order within each thread's slice.
-    #[arg(long, value_enum, default_value_t = Order::Seq)]
-    pub order: Order,
-    /// Print one JSON document (all rows, runs, medians, ratios).
+    /// Page touch orders within each thread's slice, comma-separated
+    /// (`seq,random`): one set of rows each.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "seq")]
+    pub order: Vec<Order>,
+    /// Maximum prefault order of the `oxmm-pf` target (2^order extra pages
+    /// per predicted fault).
+    #[arg(long, default_value_t = 3)]
+    pub prefault_order: u8,
+    /// Also run oxmm with prefault on and one shared set of RSS counters
+    /// per process (instead of per-CPU counters), to show what the shared
+    /// counter costs.
+    #[arg(long)]
+    pub rss_shared: bool,
+    /// MiB of pre-touched buffer per thread for the zero-fill limit (4 KiB
+    /// memsets); 0 skips that measurement.
+    #[arg(long, default_value_t = 1024)]
+    pub zero_fill_mib: u64,
+    /// Thread counts for the zero-fill limit, comma-separated; each thread
+    /// fills its own buffer.
+    #[arg(long, value_delimiter = ',', default_value = "1,2")]
+    pub zero_fill_threads: Vec<usize>,
+    /// Print one JSON document (config, zero-fill limit, all rows, runs,
+    /// medians, ratios) on stdout; the table then goes to stderr.
     #[arg(long)]
     pub json: bool,
+    /// Also write an SVG plot of fault/wsec against threads to this file.
+    #[arg(long, value_name = "FILE")]
+    pub svg: Option<PathBuf>,
     /// No progress bar (there is none anyway unless stderr is a terminal).
     #[arg(long)]
     pub no_progress: bool,
@@ -114,39 +174,61 @@ impl Default for FaultsArgs {
             threads: vec![1],
             reps: 3,
             runs: 5,
-            order: Order::Seq,
+            order: vec![Order::Seq],
+            prefault_order: 3,
+            rss_shared: false,
+            zero_fill_mib: 1024,
+            zero_fill_threads: vec![1, 2],
             json: false,
+            svg: None,
             no_progress: false,
         }
     }
 }
 
 impl FaultsArgs {
-    fn validate(&self) -> anyhow::Result<()> {
-        if self.gb.is_empty() || self.threads.is_empty() {
-            bail!("--gb and --threads need at least one value");
+    /// Check the options (before anything is booted or measured).
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.gb.is_empty() || self.threads.is_empty() || self.order.is_empty() {
+            bail!("--gb, --threads and --order need at least one value");
         }
         if let Some(gb) = self.gb.iter().find(|g| !(g.is_finite() && **g > 0.0)) {
             bail!("--gb {gb}: must be a positive size");
         }
-        if self.threads.contains(&0) {
-            bail!("--threads: counts must be at least 1");
+        if self.threads.contains(&0) || self.zero_fill_threads.contains(&0) {
+            bail!("--threads, --zero-fill-threads: counts must be at least 1");
         }
         if self.reps == 0 || self.runs == 0 {
             bail!("--reps and --runs must be at least 1");
         }
+        if self.prefault_order > oxmm::system::PREFAULT_MAX_ORDER {
+            bail!("--prefault-order {}: at most {}", self.prefault_order, oxmm::system::PREFAULT_MAX_ORDER);
+        }
         Ok(())
     }
 
-    /// Row shapes in output order: by size, then thread count.
-    fn shapes(&self) -> Vec<Shape> {
-        let mut shapes = Vec::new();
-        for &gb in &self.gb {
-            for &threads in &self.threads {
-                shapes.push(Shape { gb, reps: self.reps, threads, order: self.order });
+    /// Row shapes in output order: by order, then size, then thread count
+    /// (duplicates dropped).
+    pub fn shapes(&self) -> Vec<Shape> {
+        let mut shapes: Vec<Shape> = Vec::new();
+        for &order in &self.order {
+            for &gb in &self.gb {
+                for &threads in &self.threads {
+                    let s = Shape { gb, reps: self.reps, threads, order };
+                    if !shapes.contains(&s) {
+                        shapes.push(s);
+                    }
+                }
             }
         }
         shapes
+    }
+
+    fn zero_fill_threads(&self) -> Vec<usize> {
+        let mut t = if self.zero_fill_mib == 0 { Vec::new() } else { self.zero_fill_threads.clone() };
+        t.sort_unstable();
+        t.dedup();
+        t
     }
 }
 
@@ -154,15 +236,22 @@ impl FaultsArgs {
 // Targets
 // ---------------------------------------------------------------------------
 
-/// One benchmark target: the host kernel, or the hosted oxmm machine.
+/// One benchmark target: the host kernel, or the hosted oxmm machine in
+/// one configuration.
 pub trait FaultTarget: Sync {
     /// Per-thread state (for oxmm: a CPU handle bound to the process).
     type Thread<'a>: FaultThread
     where
         Self: 'a;
 
-    /// Name in tables and JSON (`oxmm`, `kernel`).
+    /// Short name in tables, ratios, JSON and the plot (`kernel`,
+    /// `oxmm-pf3`, …); unique within a run.
     fn name(&self) -> &str;
+
+    /// One line saying what the target is.
+    fn description(&self) -> String {
+        self.name().to_string()
+    }
 
     /// Bytes per page: the touch stride, and the unit faults are counted
     /// in.
@@ -170,13 +259,30 @@ pub trait FaultTarget: Sync {
         4096
     }
 
+    /// Another target (by name) this one is also compared with, besides
+    /// the first target of the run.
+    fn reference(&self) -> Option<&str> {
+        None
+    }
+
+    /// The counter of [`FaultTarget::counters`] that counts fault-handler
+    /// entries.
+    fn entry_counter(&self) -> Option<&'static str> {
+        None
+    }
+
+    /// Called on the harness thread before each of this target's runs
+    /// (e.g. to switch machine-wide policies to this target's settings).
+    fn begin_run(&self) -> anyhow::Result<()> {
+        Ok(())
+    }
+
     /// State for worker `index` of a run, called on that worker's own
     /// thread before the run's first gate (so not timed), once per run.
     fn thread(&self, index: usize) -> anyhow::Result<Self::Thread<'_>>;
 
-    /// Event counters, read on the harness thread before and after each
-    /// run; their deltas are reported per row (e.g. fault-handler entries,
-    /// pages prefaulted). May be empty.
+    /// Event counters (monotonic). Read around each run and around each
+    /// touch phase; their deltas are reported per row. May be empty.
     fn counters(&self) -> Vec<(&'static str, u64)> {
         Vec::new()
     }
@@ -233,13 +339,24 @@ pub struct Figures {
     /// Wall time of the unmap phases (not in the rates).
     #[serde(rename = "unmap_wall_s", serialize_with = "secs")]
     pub unmap_wall: Duration,
-    /// Pages touched per second of CPU time (`flt/cpu/s`); `null` if no
-    /// CPU time was measured.
+    /// Pages first touched per second of CPU time (`flt/cpu/s`); `null`
+    /// if no CPU time was measured.
     pub flt_per_cpu_s: Option<f64>,
-    /// Pages touched per wall second (`fault/wsec`).
+    /// Pages first touched per wall second (`fault/wsec`).
     pub fault_per_wsec: Option<f64>,
-    /// The target's counter deltas over the run.
+    /// Fault-handler entries during the touch phases.
+    pub fault_entries: Option<u64>,
+    /// Pages first touched per fault-handler entry (8-ish with prefault
+    /// order 3 on a sequential pattern, 1 without).
+    pub pages_per_entry: Option<f64>,
+    /// Writes to shared cache lines per fault-handler entry, over the
+    /// touch phases.
+    pub shared_writes_per_fault: Option<f64>,
+    /// The target's counter deltas over the whole runs (map, touch,
+    /// unmap).
     pub counters: BTreeMap<String, u64>,
+    /// The target's counter deltas over the touch phases only.
+    pub touch_counters: BTreeMap<String, u64>,
 }
 
 fn secs<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -251,11 +368,33 @@ fn rate(count: u64, time: Duration) -> Option<f64> {
     (secs > 0.0).then(|| count as f64 / secs)
 }
 
+/// `num / den`, `None` for a zero or missing denominator.
+pub fn ratio(num: Option<f64>, den: Option<f64>) -> Option<f64> {
+    match (num, den) {
+        (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+        _ => None,
+    }
+}
+
+/// Shared-cache-line writes per fault: the touch-phase delta of
+/// [`SHARED_WRITES`] over the touch-phase fault-handler entries (`None`
+/// without that counter or without entries).
+pub fn shared_writes_per_fault(touch_counters: &BTreeMap<String, u64>, entry_counter: Option<&str>) -> Option<f64> {
+    let writes = *touch_counters.get(SHARED_WRITES)?;
+    let entries = *touch_counters.get(entry_counter?)?;
+    ratio(Some(writes as f64), Some(entries as f64))
+}
+
 impl Figures {
-    /// Recompute the rates from the times, for `pages` pages touched.
-    fn with_rates(mut self, pages: u64) -> Self {
+    /// Recompute the derived figures — rates from the times, for `pages`
+    /// pages touched; entries and per-fault figures from the touch-phase
+    /// counters.
+    pub fn derive(mut self, pages: u64, entry_counter: Option<&str>) -> Self {
         self.flt_per_cpu_s = rate(pages, self.user + self.system);
         self.fault_per_wsec = rate(pages, self.wall);
+        self.fault_entries = entry_counter.and_then(|c| self.touch_counters.get(c).copied());
+        self.pages_per_entry = ratio(Some(pages as f64), self.fault_entries.map(|e| e as f64));
+        self.shared_writes_per_fault = shared_writes_per_fault(&self.touch_counters, entry_counter);
         self
     }
 }
@@ -275,13 +414,19 @@ pub struct Row {
     /// Pages touched per run (pages per thread × threads × reps): the
     /// numerator of both rates.
     pub pages_touched: u64,
+    /// The median's `fault/wsec` as a percentage of the zero-fill limit
+    /// with `zero_fill_threads` threads.
+    pub zero_fill_pct: Option<f64>,
+    /// The thread count of the zero-fill limit compared with: the largest
+    /// measured count not above this row's.
+    pub zero_fill_threads: Option<usize>,
     /// The median run (see the module doc).
     pub median: Figures,
     /// Every run, in order.
     pub runs: Vec<Figures>,
 }
 
-/// First target's median rates over the second's, on one shape (> 1: the
+/// One target's median figures over another's, on one shape (> 1: the
 /// first is faster).
 #[derive(Clone, Debug, Serialize)]
 pub struct Ratio {
@@ -296,6 +441,20 @@ pub struct Ratio {
     pub flt_per_cpu_s: Option<f64>,
     /// Ratio of `fault/wsec`.
     pub fault_per_wsec: Option<f64>,
+    /// The baseline's fault-handler entries over the target's (> 1: the
+    /// target entered its fault handler fewer times).
+    pub entries_reduction: Option<f64>,
+}
+
+/// A target as the report names it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TargetInfo {
+    /// Short name.
+    pub name: String,
+    /// What it is.
+    pub description: String,
+    /// The counter counting its fault-handler entries.
+    pub entry_counter: Option<String>,
 }
 
 /// Where and how the benchmark ran.
@@ -309,8 +468,12 @@ pub struct Config {
     pub reps: u32,
     /// Runs per row.
     pub runs: u32,
-    /// Touch order.
-    pub order: Order,
+    /// Touch orders.
+    pub order: Vec<Order>,
+    /// Maximum prefault order of the prefault-on targets.
+    pub prefault_order: u8,
+    /// Whether the shared-RSS variant ran.
+    pub rss_shared: bool,
     /// CPUs available to the process.
     pub host_cpus: usize,
     /// The host kernel's release, if readable.
@@ -324,12 +487,45 @@ pub struct FaultsReport {
     pub benchmark: &'static str,
     /// Options and host.
     pub config: Config,
-    /// Targets, in slot order (numerator first).
-    pub targets: Vec<String>,
-    /// First target's rows, then the second's, each in shape order.
+    /// Targets, in run order (the first is every ratio's baseline).
+    pub targets: Vec<TargetInfo>,
+    /// The zero-fill limit, if measured.
+    pub zero_fill: Option<ZeroFillReport>,
+    /// Each target's rows in shape order, target after target.
     pub rows: Vec<Row>,
-    /// One per shape.
+    /// Every target against the first, then each against its reference;
+    /// one per shape.
     pub ratios: Vec<Ratio>,
+}
+
+impl FaultsReport {
+    /// The row of `target` on `shape`.
+    pub fn row(&self, target: &str, shape: &Shape) -> Option<&Row> {
+        self.rows.iter().find(|r| r.target == target && r.shape == *shape)
+    }
+
+    /// Distinct shapes, in the order of the rows.
+    pub fn shapes(&self) -> Vec<Shape> {
+        let mut shapes: Vec<Shape> = Vec::new();
+        for r in &self.rows {
+            if !shapes.contains(&r.shape) {
+                shapes.push(r.shape);
+            }
+        }
+        shapes
+    }
+
+    /// Ratio pairs `(target, baseline)` by name, in report order.
+    pub fn ratio_pairs(&self) -> Vec<(String, String)> {
+        let mut pairs: Vec<(String, String)> = Vec::new();
+        for r in &self.ratios {
+            let p = (r.target.clone(), r.baseline.clone());
+            if !pairs.contains(&p) {
+                pairs.push(p);
+            }
+        }
+        pairs
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -358,58 +554,84 @@ fn median_u64(values: &[u64]) -> u64 {
     values[a] / 2 + values[b] / 2 + (values[a] % 2 + values[b] % 2) / 2
 }
 
+/// Median of floats; the mean of the two middle values for an even count.
+/// Panics on an empty slice.
+pub fn median_f64(values: &[f64]) -> f64 {
+    let (a, b) = middle(values);
+    (values[a] + values[b]) / 2.0
+}
+
+fn median_counters(maps: &[&BTreeMap<String, u64>]) -> BTreeMap<String, u64> {
+    let mut names: Vec<&String> = maps.iter().flat_map(|m| m.keys()).collect();
+    names.sort();
+    names.dedup();
+    names
+        .into_iter()
+        .map(|name| {
+            let values: Vec<u64> = maps.iter().map(|m| m.get(name).copied().unwrap_or(0)).collect();
+            (name.clone(), median_u64(&values))
+        })
+        .collect()
+}
+
 /// The median run of a row, as described in the module doc: median wall
 /// (and map/unmap wall), user/system of the median-CPU run(s), counters
-/// each by its own median, rates from those times. Panics on no runs.
-pub fn median_figures(runs: &[Figures], pages: u64) -> Figures {
+/// each by its own median, derived figures from those. Panics on no runs.
+pub fn median_figures(runs: &[Figures], pages: u64, entry_counter: Option<&str>) -> Figures {
     let pick = |f: fn(&Figures) -> Duration| median_duration(&runs.iter().map(f).collect::<Vec<_>>());
     let cpu: Vec<Duration> = runs.iter().map(|r| r.user + r.system).collect();
     let (a, b) = middle(&cpu);
-    let mut names: Vec<&String> = runs.iter().flat_map(|r| r.counters.keys()).collect();
-    names.sort();
-    names.dedup();
-    let counters = names
-        .into_iter()
-        .map(|name| {
-            let values: Vec<u64> = runs.iter().map(|r| r.counters.get(name).copied().unwrap_or(0)).collect();
-            (name.clone(), median_u64(&values))
-        })
-        .collect();
     Figures {
         user: (runs[a].user + runs[b].user) / 2,
         system: (runs[a].system + runs[b].system) / 2,
         wall: pick(|r| r.wall),
         map_wall: pick(|r| r.map_wall),
         unmap_wall: pick(|r| r.unmap_wall),
-        flt_per_cpu_s: None,
-        fault_per_wsec: None,
-        counters,
+        counters: median_counters(&runs.iter().map(|r| &r.counters).collect::<Vec<_>>()),
+        touch_counters: median_counters(&runs.iter().map(|r| &r.touch_counters).collect::<Vec<_>>()),
+        ..Figures::default()
     }
-    .with_rates(pages)
+    .derive(pages, entry_counter)
 }
 
-fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
-    match (a, b) {
-        (Some(a), Some(b)) if b > 0.0 => Some(a / b),
-        _ => None,
+/// Which ratios to report, as `(target, baseline)` indices into `targets`
+/// (each `(name, reference)`): every target against the first, then every
+/// target against its reference (unless that is itself or the first, or
+/// names no target).
+pub fn ratio_pairs(targets: &[(&str, Option<&str>)]) -> Vec<(usize, usize)> {
+    let mut pairs: Vec<(usize, usize)> = (1..targets.len()).map(|i| (i, 0)).collect();
+    for (i, (_, reference)) in targets.iter().enumerate() {
+        let Some(reference) = reference else { continue };
+        if let Some(j) = targets.iter().position(|(n, _)| n == reference) {
+            if j != i && j != 0 && !pairs.contains(&(i, j)) {
+                pairs.push((i, j));
+            }
+        }
     }
+    pairs
 }
 
-/// `first / second` on each shape both have a row for.
-pub fn ratios(first: &[Row], second: &[Row]) -> Vec<Ratio> {
-    first
-        .iter()
-        .filter_map(|a| {
-            let b = second.iter().find(|b| b.shape == a.shape)?;
-            Some(Ratio {
+/// `target / baseline` on each shape both have a row for, for each pair
+/// of target names, pair after pair.
+pub fn ratios(rows: &[Row], pairs: &[(&str, &str)]) -> Vec<Ratio> {
+    let mut out = Vec::new();
+    for &(target, baseline) in pairs {
+        for a in rows.iter().filter(|r| r.target == target) {
+            let Some(b) = rows.iter().find(|b| b.target == baseline && b.shape == a.shape) else { continue };
+            out.push(Ratio {
                 target: a.target.clone(),
                 baseline: b.target.clone(),
                 shape: a.shape,
                 flt_per_cpu_s: ratio(a.median.flt_per_cpu_s, b.median.flt_per_cpu_s),
                 fault_per_wsec: ratio(a.median.fault_per_wsec, b.median.fault_per_wsec),
-            })
-        })
-        .collect()
+                entries_reduction: ratio(
+                    b.median.fault_entries.map(|e| e as f64),
+                    a.median.fault_entries.map(|e| e as f64),
+                ),
+            });
+        }
+    }
+    out
 }
 
 /// What one worker measured in one rep.
@@ -451,10 +673,24 @@ fn counter_deltas(before: &[(&'static str, u64)], after: &[(&'static str, u64)])
         .collect()
 }
 
-/// One run's figures from every worker's reps (`per_thread[t][rep]`).
-pub fn aggregate_run(per_thread: &[Vec<RepTimes>], pages: u64, counters: BTreeMap<String, u64>) -> Figures {
+/// Add `delta` into `sum`, name by name.
+fn add_counters(sum: &mut BTreeMap<String, u64>, delta: BTreeMap<String, u64>) {
+    for (name, v) in delta {
+        *sum.entry(name).or_insert(0) += v;
+    }
+}
+
+/// One run's figures from every worker's reps (`per_thread[t][rep]`),
+/// with the whole-run and touch-phase counter deltas.
+pub fn aggregate_run(
+    per_thread: &[Vec<RepTimes>],
+    pages: u64,
+    counters: BTreeMap<String, u64>,
+    touch_counters: BTreeMap<String, u64>,
+    entry_counter: Option<&str>,
+) -> Figures {
     let reps = per_thread.iter().map(Vec::len).max().unwrap_or(0);
-    let mut f = Figures { counters, ..Figures::default() };
+    let mut f = Figures { counters, touch_counters, ..Figures::default() };
     for rep in 0..reps {
         let this = || per_thread.iter().filter_map(move |t| t.get(rep));
         f.map_wall += span(this().map(|r| r.map));
@@ -465,11 +701,11 @@ pub fn aggregate_run(per_thread: &[Vec<RepTimes>], pages: u64, counters: BTreeMa
             f.system += r.usage.system;
         }
     }
-    f.with_rates(pages)
+    f.derive(pages, entry_counter)
 }
 
 /// A fixed pseudo-random permutation of `0..n` (Fisher–Yates over
-/// splitmix64), so both targets see the same order.
+/// splitmix64), so every target sees the same order.
 pub fn shuffled(n: u32, seed: u64) -> Vec<u32> {
     let mut state = seed;
     let mut next = move || {
@@ -550,12 +786,19 @@ impl Gate {
     }
 
     fn wait(&self) -> Result<(), Aborted> {
+        self.wait_then(|| ())
+    }
+
+    /// Wait for every worker; the last to arrive runs `leader` before any
+    /// is let through (so `leader` sees every worker stopped at the gate).
+    fn wait_then(&self, leader: impl FnOnce()) -> Result<(), Aborted> {
         let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         if s.aborted {
             return Err(Aborted);
         }
         s.arrived += 1;
         if s.arrived == self.size {
+            leader();
             s.arrived = 0;
             s.generation += 1;
             self.cv.notify_all();
@@ -575,6 +818,29 @@ impl Gate {
     fn abort(&self) {
         self.state.lock().unwrap_or_else(PoisonError::into_inner).aborted = true;
         self.cv.notify_all();
+    }
+}
+
+/// Touch-phase counter deltas of one run, summed over its reps; written
+/// only by the gate leader.
+#[derive(Default)]
+struct TouchCounters {
+    before: Mutex<Vec<(&'static str, u64)>>,
+    sum: Mutex<BTreeMap<String, u64>>,
+}
+
+impl TouchCounters {
+    fn begin(&self, now: Vec<(&'static str, u64)>) {
+        *self.before.lock().unwrap_or_else(PoisonError::into_inner) = now;
+    }
+
+    fn end(&self, now: Vec<(&'static str, u64)>) {
+        let before = std::mem::take(&mut *self.before.lock().unwrap_or_else(PoisonError::into_inner));
+        add_counters(&mut self.sum.lock().unwrap_or_else(PoisonError::into_inner), counter_deltas(&before, &now));
+    }
+
+    fn into_sum(self) -> BTreeMap<String, u64> {
+        self.sum.into_inner().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -598,16 +864,19 @@ impl From<anyhow::Error> for Stop {
     }
 }
 
-fn worker<T: FaultTarget>(
-    target: &T,
-    plan: &Plan,
+struct RunCtx<'r, T> {
+    target: &'r T,
+    plan: &'r Plan,
     run: u32,
-    index: usize,
-    gate: &Gate,
-    progress: &ProgressBar,
-) -> Result<Vec<RepTimes>, Stop> {
+    gate: &'r Gate,
+    touch_counters: &'r TouchCounters,
+    progress: &'r ProgressBar,
+}
+
+fn worker<T: FaultTarget>(cx: &RunCtx<'_, T>, index: usize) -> Result<Vec<RepTimes>, Stop> {
+    let (target, plan, gate) = (cx.target, cx.plan, cx.gate);
     let mut thread = target.thread(index).with_context(|| format!("{}: setting up thread {index}", target.name()))?;
-    let order = plan.order(index, run);
+    let order = plan.order(index, cx.run);
     let len = plan.bytes_per_thread;
     let mut reps = Vec::with_capacity(plan.shape.reps as usize);
     for _ in 0..plan.shape.reps {
@@ -616,13 +885,13 @@ fn worker<T: FaultTarget>(
         let addr = thread.map(len)?;
         let map_end = Instant::now();
         let touched = (|| -> Result<_, Stop> {
-            gate.wait()?;
+            gate.wait_then(|| cx.touch_counters.begin(target.counters()))?;
             let start = Instant::now();
             let before = thread_rusage().context("getrusage")?;
             thread.touch_pages(addr, len, &order)?;
             let after = thread_rusage().context("getrusage")?;
             let end = Instant::now();
-            gate.wait()?;
+            gate.wait_then(|| cx.touch_counters.end(target.counters()))?;
             Ok(((start, end), after.since(&before)))
         })();
         // Unmap even when the touch failed, so nothing stays mapped.
@@ -633,7 +902,7 @@ fn worker<T: FaultTarget>(
         unmapped?;
         reps.push(RepTimes { map: (map_start, map_end), touch, usage, unmap: (unmap_start, unmap_end) });
         if index == 0 {
-            progress.inc(1);
+            cx.progress.inc(1);
         }
     }
     Ok(reps)
@@ -643,16 +912,19 @@ fn worker<T: FaultTarget>(
 fn measure_run<T: FaultTarget>(target: &T, plan: &Plan, run: u32, progress: &ProgressBar) -> anyhow::Result<Figures> {
     let n = plan.shape.threads;
     let gate = Gate::new(n);
+    let touch_counters = TouchCounters::default();
+    target.begin_run().with_context(|| format!("{}: preparing a run", target.name()))?;
     let before = target.counters();
+    let cx = RunCtx { target, plan, run, gate: &gate, touch_counters: &touch_counters, progress };
     let outcomes: Vec<Result<Vec<RepTimes>, Stop>> = thread::scope(|s| {
         let mut handles = Vec::with_capacity(n);
         for index in 0..n {
-            let (gate, plan) = (&gate, plan);
+            let cx = &cx;
             let spawned = thread::Builder::new().name(format!("faults-{index}")).spawn_scoped(s, move || {
-                let out = catch_unwind(AssertUnwindSafe(|| worker(target, plan, run, index, gate, progress)))
-                    .unwrap_or_else(|_| Err(Stop::Failed(anyhow!("{}: thread {index} panicked", target.name()))));
+                let out = catch_unwind(AssertUnwindSafe(|| worker(cx, index)))
+                    .unwrap_or_else(|_| Err(Stop::Failed(anyhow!("{}: thread {index} panicked", cx.target.name()))));
                 if out.is_err() {
-                    gate.abort();
+                    cx.gate.abort();
                 }
                 out
             });
@@ -683,7 +955,13 @@ fn measure_run<T: FaultTarget>(target: &T, plan: &Plan, run: u32, progress: &Pro
     if aborted {
         bail!("{}: run aborted", target.name());
     }
-    Ok(aggregate_run(&per_thread, plan.pages_touched(), counter_deltas(&before, &after)))
+    Ok(aggregate_run(
+        &per_thread,
+        plan.pages_touched(),
+        counter_deltas(&before, &after),
+        touch_counters.into_sum(),
+        target.entry_counter(),
+    ))
 }
 
 fn progress_bar(args: &FaultsArgs, total: u64) -> ProgressBar {
@@ -691,7 +969,7 @@ fn progress_bar(args: &FaultsArgs, total: u64) -> ProgressBar {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::new(total);
-    if let Ok(style) = ProgressStyle::with_template("{spinner} {msg:32} [{bar:30}] {pos}/{len} reps, eta {eta}") {
+    if let Ok(style) = ProgressStyle::with_template("{spinner} {msg:40} [{bar:30}] {pos}/{len} reps, eta {eta}") {
         bar.set_style(style.progress_chars("=> "));
     }
     bar.enable_steady_tick(Duration::from_millis(200));
@@ -705,42 +983,86 @@ fn row<T: FaultTarget>(target: &T, plan: &Plan, runs: Vec<Figures>) -> Row {
         page_size: plan.page_size,
         bytes_per_thread: plan.bytes_per_thread,
         pages_touched: plan.pages_touched(),
-        median: median_figures(&runs, plan.pages_touched()),
+        zero_fill_pct: None,
+        zero_fill_threads: None,
+        median: median_figures(&runs, plan.pages_touched(), target.entry_counter()),
         runs,
     }
 }
 
-/// Measure every shape of `args` on both targets and print the result to
-/// `out` (a table, or JSON with `--json`); also returns it.
+/// Measure every shape of `args` on every target (runs alternating between
+/// targets, one zero-fill measurement per round), print the result to
+/// `out` (a table, or JSON with `--json` and the table on stderr), write
+/// the SVG if asked; also returns the report.
 ///
-/// `oxmm` is the numerator of the ratios and `kernel` the baseline; any two
-/// targets will do (the native one in both slots, for instance).
-pub fn run_faults<A: FaultTarget, B: FaultTarget>(
+/// The first target is every ratio's baseline (the host kernel).
+pub fn run_faults<T: FaultTarget>(
     args: &FaultsArgs,
-    oxmm: &A,
-    kernel: &B,
+    targets: &[T],
     out: &mut impl Write,
 ) -> anyhow::Result<FaultsReport> {
     args.validate()?;
-    let shapes = args.shapes();
-    let total = shapes.len() as u64 * 2 * u64::from(args.runs) * u64::from(args.reps);
-    let progress = progress_bar(args, total);
-    let (mut rows_a, mut rows_b) = (Vec::new(), Vec::new());
-    for shape in shapes {
-        let plan_a = Plan::new(shape, oxmm.page_size())?;
-        let plan_b = Plan::new(shape, kernel.page_size())?;
-        let (mut runs_a, mut runs_b) = (Vec::new(), Vec::new());
-        for run in 0..args.runs {
-            let label = format!("{} GiB, {} thr, run {}/{}", shape.gb, shape.threads, run + 1, args.runs);
-            progress.set_message(format!("{} {label}", oxmm.name()));
-            runs_a.push(measure_run(oxmm, &plan_a, run, &progress)?);
-            progress.set_message(format!("{} {label}", kernel.name()));
-            runs_b.push(measure_run(kernel, &plan_b, run, &progress)?);
+    if targets.is_empty() {
+        bail!("no targets");
+    }
+    for (i, t) in targets.iter().enumerate() {
+        if targets[..i].iter().any(|u| u.name() == t.name()) {
+            bail!("two targets named {}", t.name());
         }
-        rows_a.push(row(oxmm, &plan_a, runs_a));
-        rows_b.push(row(kernel, &plan_b, runs_b));
+    }
+    let shapes = args.shapes();
+    let zf_threads = args.zero_fill_threads();
+    let mut zero_fill = if zf_threads.is_empty() {
+        None
+    } else {
+        let max = zf_threads.iter().copied().max().unwrap_or(1);
+        Some(ZeroFill::new(max, args.zero_fill_mib << 20).context("setting up the zero-fill buffers")?)
+    };
+    let mut zf_runs: Vec<(usize, Vec<f64>)> = zf_threads.iter().map(|&t| (t, Vec::new())).collect();
+    let total = shapes.len() as u64 * targets.len() as u64 * u64::from(args.runs) * u64::from(args.reps);
+    let progress = progress_bar(args, total);
+    let mut rows: Vec<Vec<Row>> = targets.iter().map(|_| Vec::new()).collect();
+    for shape in shapes {
+        let plans: Vec<Plan> = targets.iter().map(|t| Plan::new(shape, t.page_size())).collect::<Result<_, _>>()?;
+        let mut runs: Vec<Vec<Figures>> = targets.iter().map(|_| Vec::new()).collect();
+        for run in 0..args.runs {
+            let label = format!(
+                "{} {} GiB, {} thr, run {}/{}",
+                shape.order.name(),
+                shape.gb,
+                shape.threads,
+                run + 1,
+                args.runs
+            );
+            if let Some(zf) = zero_fill.as_mut() {
+                progress.set_message(format!("zero-fill {label}"));
+                for (threads, values) in &mut zf_runs {
+                    values.push(zf.measure(*threads).context("zero-fill measurement")?);
+                }
+            }
+            for (i, target) in targets.iter().enumerate() {
+                progress.set_message(format!("{} {label}", target.name()));
+                runs[i].push(measure_run(target, &plans[i], run, &progress)?);
+            }
+        }
+        for (i, (target, runs)) in targets.iter().zip(runs).enumerate() {
+            rows[i].push(row(target, &plans[i], runs));
+        }
     }
     progress.finish_and_clear();
+    drop(zero_fill);
+    let zero_fill = (!zf_runs.is_empty()).then(|| zerofill::report(args.zero_fill_mib, zf_runs));
+    let mut rows: Vec<Row> = rows.into_iter().flatten().collect();
+    if let Some(zf) = &zero_fill {
+        for r in &mut rows {
+            if let Some((threads, limit)) = zf.limit_for(r.shape.threads) {
+                r.zero_fill_threads = Some(threads);
+                r.zero_fill_pct = ratio(r.median.fault_per_wsec, Some(limit)).map(|x| x * 100.0);
+            }
+        }
+    }
+    let names: Vec<(&str, Option<&str>)> = targets.iter().map(|t| (t.name(), t.reference())).collect();
+    let pairs: Vec<(&str, &str)> = ratio_pairs(&names).into_iter().map(|(a, b)| (names[a].0, names[b].0)).collect();
     let report = FaultsReport {
         benchmark: "faults",
         config: Config {
@@ -748,140 +1070,37 @@ pub fn run_faults<A: FaultTarget, B: FaultTarget>(
             threads: args.threads.clone(),
             reps: args.reps,
             runs: args.runs,
-            order: args.order,
+            order: args.order.clone(),
+            prefault_order: args.prefault_order,
+            rss_shared: args.rss_shared,
             host_cpus: thread::available_parallelism().map_or(1, |n| n.get()),
             host_kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease").ok().map(|s| s.trim().to_string()),
         },
-        targets: vec![oxmm.name().to_string(), kernel.name().to_string()],
-        ratios: ratios(&rows_a, &rows_b),
-        rows: rows_a.into_iter().chain(rows_b).collect(),
+        targets: targets
+            .iter()
+            .map(|t| TargetInfo {
+                name: t.name().to_string(),
+                description: t.description(),
+                entry_counter: t.entry_counter().map(str::to_string),
+            })
+            .collect(),
+        zero_fill,
+        ratios: ratios(&rows, &pairs),
+        rows,
     };
+    let table = super::table::render_table(&report);
     if args.json {
         serde_json::to_writer_pretty(&mut *out, &report)?;
         writeln!(out)?;
+        eprint!("{table}");
     } else {
-        out.write_all(render_table(&report).as_bytes())?;
+        out.write_all(table.as_bytes())?;
     }
     out.flush()?;
+    if let Some(path) = &args.svg {
+        super::plot::write_svg(&report, path).with_context(|| format!("writing {}", path.display()))?;
+    }
     Ok(report)
-}
-
-// ---------------------------------------------------------------------------
-// Human output
-// ---------------------------------------------------------------------------
-
-/// One table column: a header and how to render a row's cell.
-pub struct Column<R> {
-    header: String,
-    cell: Box<dyn Fn(&R) -> String>,
-}
-
-impl<R> Column<R> {
-    fn new(header: impl Into<String>, cell: impl Fn(&R) -> String + 'static) -> Self {
-        Column { header: header.into(), cell: Box::new(cell) }
-    }
-}
-
-fn fmt_secs(d: Duration) -> String {
-    format!("{:.3}s", d.as_secs_f64())
-}
-
-fn fmt_rate(r: Option<f64>) -> String {
-    r.map_or_else(|| "-".to_string(), |r| format!("{r:.3}"))
-}
-
-fn fmt_ratio(r: Option<f64>) -> String {
-    r.map_or_else(|| "-".to_string(), |r| format!("{r:.3}"))
-}
-
-fn shape_columns<R: 'static>(shape: fn(&R) -> &Shape) -> Vec<Column<R>> {
-    vec![
-        Column::new("Gb", move |r| shape(r).gb.to_string()),
-        Column::new("Rep", move |r| shape(r).reps.to_string()),
-        Column::new("Threads", move |r| shape(r).threads.to_string()),
-    ]
-}
-
-/// The seed-003 columns, then unmap time, then the target's counters.
-fn target_columns(counters: &[String]) -> Vec<Column<Row>> {
-    let mut cols = shape_columns(|r: &Row| &r.shape);
-    cols.extend([
-        Column::new("User", |r: &Row| fmt_secs(r.median.user)),
-        Column::new("System", |r: &Row| fmt_secs(r.median.system)),
-        Column::new("Wall", |r: &Row| fmt_secs(r.median.wall)),
-        Column::new("flt/cpu/s", |r: &Row| fmt_rate(r.median.flt_per_cpu_s)),
-        Column::new("fault/wsec", |r: &Row| fmt_rate(r.median.fault_per_wsec)),
-        Column::new("unmap", |r: &Row| fmt_secs(r.median.unmap_wall)),
-    ]);
-    for name in counters {
-        let key = name.clone();
-        cols.push(Column::new(name.clone(), move |r: &Row| {
-            r.median.counters.get(&key).map_or_else(|| "-".into(), u64::to_string)
-        }));
-    }
-    cols
-}
-
-fn ratio_columns() -> Vec<Column<Ratio>> {
-    let mut cols = shape_columns(|r: &Ratio| &r.shape);
-    cols.extend([
-        Column::new("flt/cpu/s", |r: &Ratio| fmt_ratio(r.flt_per_cpu_s)),
-        Column::new("fault/wsec", |r: &Ratio| fmt_ratio(r.fault_per_wsec)),
-    ]);
-    cols
-}
-
-/// Right-aligned columns, two spaces apart.
-fn render<R>(out: &mut String, cols: &[Column<R>], rows: &[&R]) {
-    let cells: Vec<Vec<String>> = rows.iter().map(|r| cols.iter().map(|c| (c.cell)(r)).collect()).collect();
-    let widths: Vec<usize> = cols
-        .iter()
-        .enumerate()
-        .map(|(i, c)| cells.iter().map(|r| r[i].len()).fold(c.header.len(), usize::max))
-        .collect();
-    let mut line = |fields: Vec<&str>| {
-        let text: Vec<String> = fields.iter().zip(&widths).map(|(f, w)| format!("{f:>w$}")).collect();
-        let _ = writeln!(out, "{}", text.join("  "));
-    };
-    line(cols.iter().map(|c| c.header.as_str()).collect());
-    for r in &cells {
-        line(r.iter().map(String::as_str).collect());
-    }
-}
-
-/// The human-readable report: one seed-style table per target, then the
-/// ratios.
-pub fn render_table(report: &FaultsReport) -> String {
-    let c = &report.config;
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "faults: anonymous private memory, one write per page, {} order; \
-         median of {} run{} (host: {} CPUs{})",
-        match c.order {
-            Order::Seq => "sequential",
-            Order::Random => "random",
-        },
-        c.runs,
-        if c.runs == 1 { "" } else { "s" },
-        c.host_cpus,
-        c.host_kernel.as_deref().map(|k| format!(", Linux {k}")).unwrap_or_default(),
-    );
-    for target in &report.targets {
-        let rows: Vec<&Row> = report.rows.iter().filter(|r| &r.target == target).collect();
-        let mut counters: Vec<String> = rows.iter().flat_map(|r| r.median.counters.keys().cloned()).collect();
-        counters.sort();
-        counters.dedup();
-        let page = rows.first().map_or(0, |r| r.page_size);
-        let _ = writeln!(out, "\n{target} ({page}-byte pages)");
-        render(&mut out, &target_columns(&counters), &rows);
-    }
-    if let Some(first) = report.ratios.first() {
-        let _ = writeln!(out, "\nratio {}/{} (> 1: {} faster)", first.target, first.baseline, first.target);
-        let ratios: Vec<&Ratio> = report.ratios.iter().collect();
-        render(&mut out, &ratio_columns(), &ratios);
-    }
-    out
 }
 
 // ---------------------------------------------------------------------------
@@ -889,31 +1108,37 @@ pub fn render_table(report: &FaultsReport) -> String {
 // ---------------------------------------------------------------------------
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn ms(n: u64) -> Duration {
+    pub(crate) fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
     }
 
-    fn fig(user: u64, system: u64, wall: u64) -> Figures {
+    pub(crate) fn fig(user: u64, system: u64, wall: u64) -> Figures {
         Figures { user: ms(user), system: ms(system), wall: ms(wall), ..Figures::default() }
     }
 
-    fn shape(threads: usize) -> Shape {
+    pub(crate) fn shape(threads: usize) -> Shape {
         Shape { gb: 0.5, reps: 3, threads, order: Order::Seq }
     }
 
-    fn row_of(target: &str, threads: usize, median: Figures) -> Row {
+    pub(crate) fn row_of(target: &str, shape: Shape, median: Figures) -> Row {
         Row {
             target: target.into(),
-            shape: shape(threads),
+            shape,
             page_size: 4096,
             bytes_per_thread: 1 << 20,
             pages_touched: 1000,
+            zero_fill_pct: None,
+            zero_fill_threads: None,
             runs: vec![median.clone()],
             median,
         }
+    }
+
+    fn counters(pairs: &[(&str, u64)]) -> BTreeMap<String, u64> {
+        pairs.iter().map(|&(n, v)| (n.to_string(), v)).collect()
     }
 
     #[test]
@@ -925,13 +1150,15 @@ mod tests {
         assert_eq!(median_u64(&[1, 2]), 1);
         assert_eq!(median_u64(&[3, 5]), 4);
         assert_eq!(median_u64(&[u64::MAX, u64::MAX]), u64::MAX);
+        assert_eq!(median_f64(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median_f64(&[4.0, 1.0]), 2.5);
     }
 
     #[test]
     fn median_row_adds_up() {
         // CPU times 30, 10, 20 ms: the median-CPU run is the third one.
         let runs = vec![fig(10, 20, 50), fig(5, 5, 40), fig(2, 18, 60)];
-        let m = median_figures(&runs, 1000);
+        let m = median_figures(&runs, 1000, None);
         assert_eq!((m.user, m.system), (ms(2), ms(18)));
         assert_eq!(m.wall, ms(50));
         // Rates come from the median times...
@@ -941,51 +1168,101 @@ mod tests {
         let mut per_run: Vec<f64> = runs.iter().map(|r| 1000.0 / r.wall.as_secs_f64()).collect();
         per_run.sort_by(f64::total_cmp);
         assert_eq!(m.fault_per_wsec, Some(per_run[1]));
+        assert_eq!((m.fault_entries, m.pages_per_entry, m.shared_writes_per_fault), (None, None, None));
     }
 
     #[test]
     fn median_row_even_runs_averages_middle_pair() {
         let runs = vec![fig(1, 9, 10), fig(3, 27, 30), fig(2, 18, 20), fig(4, 36, 40)];
-        let m = median_figures(&runs, 100);
+        let m = median_figures(&runs, 100, None);
         assert_eq!((m.user, m.system, m.wall), (ms(2) + ms(1) / 2, ms(22) + ms(1) / 2, ms(25)));
     }
 
     #[test]
-    fn median_counters_per_name() {
+    fn median_counters_per_name_and_phase() {
         let mut runs = vec![fig(1, 1, 1), fig(1, 1, 1), fig(1, 1, 1)];
         for (r, v) in runs.iter_mut().zip([7, 3, 5]) {
             r.counters.insert("entries".into(), v);
+            r.touch_counters.insert("entries".into(), v - 1);
         }
         runs[2].counters.insert("prefaulted".into(), 9);
-        let m = median_figures(&runs, 1);
+        let m = median_figures(&runs, 8, Some("entries"));
         assert_eq!(m.counters["entries"], 5);
         assert_eq!(m.counters["prefaulted"], 0, "missing counts as 0");
+        assert_eq!(m.touch_counters["entries"], 4);
+        assert_eq!(m.fault_entries, Some(4), "entries come from the touch phase");
+        assert_eq!(m.pages_per_entry, Some(2.0));
+    }
+
+    #[test]
+    fn shared_writes_per_fault_is_touch_delta_over_entries() {
+        // 8 faults, 2 zone-lock batches and no other shared write.
+        let touch = counters(&[("pgfault", 8), (SHARED_WRITES, 2)]);
+        assert_eq!(shared_writes_per_fault(&touch, Some("pgfault")), Some(0.25));
+        assert_eq!(shared_writes_per_fault(&touch, None), None);
+        assert_eq!(shared_writes_per_fault(&counters(&[("pgfault", 8)]), Some("pgfault")), None);
+        assert_eq!(shared_writes_per_fault(&counters(&[("pgfault", 0), (SHARED_WRITES, 3)]), Some("pgfault")), None);
+        // Through a run: the whole-run counters (which include unmap's
+        // writes) do not enter the figure.
+        let per_thread = vec![vec![RepTimes {
+            map: (Instant::now(), Instant::now()),
+            touch: (Instant::now(), Instant::now() + ms(10)),
+            usage: Rusage::default(),
+            unmap: (Instant::now(), Instant::now()),
+        }]];
+        let whole = counters(&[("pgfault", 8), (SHARED_WRITES, 100)]);
+        let f = aggregate_run(&per_thread, 64, whole, touch, Some("pgfault"));
+        assert_eq!(f.shared_writes_per_fault, Some(0.25));
+        assert_eq!(f.fault_entries, Some(8));
+        assert_eq!(f.pages_per_entry, Some(8.0));
     }
 
     #[test]
     fn zero_time_has_no_rate() {
-        let m = median_figures(&[Figures::default()], 10);
+        let m = median_figures(&[Figures::default()], 10, None);
         assert_eq!((m.flt_per_cpu_s, m.fault_per_wsec), (None, None));
     }
 
     #[test]
-    fn ratios_pair_rows_by_shape() {
-        let a = vec![
-            row_of("oxmm", 1, fig(0, 10, 10).with_rates(1000)),
-            row_of("oxmm", 2, fig(0, 10, 20).with_rates(1000)),
+    fn ratio_pairs_baseline_then_references() {
+        let t = [("kernel", None), ("off", None), ("on", Some("off")), ("shared", Some("on")), ("odd", Some("kernel"))];
+        assert_eq!(ratio_pairs(&t), [(1, 0), (2, 0), (3, 0), (4, 0), (2, 1), (3, 2)]);
+        assert_eq!(ratio_pairs(&[("kernel", None)]), []);
+        assert_eq!(ratio_pairs(&[("k", None), ("a", Some("a")), ("b", Some("nobody"))]), [(1, 0), (2, 0)]);
+    }
+
+    #[test]
+    fn ratios_with_several_targets() {
+        let entries = |f: Figures, e: u64| {
+            let mut f = f;
+            f.touch_counters.insert("e".into(), e);
+            f.derive(1000, Some("e"))
+        };
+        let rows = vec![
+            row_of("kernel", shape(1), entries(fig(0, 40, 40), 1000)),
+            row_of("kernel", shape(2), entries(fig(0, 20, 10), 1000)),
+            row_of("off", shape(1), entries(fig(0, 10, 10), 1000)),
+            row_of("off", shape(2), entries(fig(0, 10, 20), 1000)),
+            row_of("on", shape(2), entries(fig(0, 5, 5), 125)),
+            row_of("on", shape(1), entries(fig(0, 8, 8), 125)),
         ];
-        let b = vec![
-            row_of("kernel", 2, fig(0, 20, 10).with_rates(1000)),
-            row_of("kernel", 1, fig(0, 40, 40).with_rates(1000)),
-        ];
-        let r = ratios(&a, &b);
-        assert_eq!(r.len(), 2);
-        assert_eq!((r[0].target.as_str(), r[0].baseline.as_str()), ("oxmm", "kernel"));
-        assert_eq!(r[0].shape.threads, 1);
-        assert_eq!(r[0].flt_per_cpu_s, Some(4.0));
-        assert_eq!(r[0].fault_per_wsec, Some(4.0));
-        assert_eq!(r[1].flt_per_cpu_s, Some(2.0));
-        assert_eq!(r[1].fault_per_wsec, Some(0.5));
+        let r = ratios(&rows, &[("off", "kernel"), ("on", "kernel"), ("on", "off")]);
+        let get = |t: &str, b: &str, th: usize| {
+            r.iter().find(|x| x.target == t && x.baseline == b && x.shape.threads == th).unwrap().clone()
+        };
+        assert_eq!(r.len(), 6);
+        assert_eq!(get("off", "kernel", 1).flt_per_cpu_s, Some(4.0));
+        assert_eq!(get("off", "kernel", 1).fault_per_wsec, Some(4.0));
+        assert_eq!(get("off", "kernel", 2).fault_per_wsec, Some(0.5));
+        assert_eq!(get("off", "kernel", 2).entries_reduction, Some(1.0));
+        assert_eq!(get("on", "kernel", 1).fault_per_wsec, Some(5.0));
+        assert_eq!(get("on", "off", 2).fault_per_wsec, Some(4.0));
+        assert_eq!(get("on", "off", 1).entries_reduction, Some(8.0));
+        // Pairs stay in the order asked for, shapes in the target's order.
+        assert_eq!((r[0].target.as_str(), r[0].baseline.as_str(), r[0].shape.threads), ("off", "kernel", 1));
+        assert_eq!((r[4].target.as_str(), r[4].shape.threads), ("on", 2));
+        // A pair with no common shape gives nothing.
+        assert!(ratios(&rows, &[("on", "nobody")]).is_empty());
         assert_eq!(ratio(Some(1.0), None), None);
         assert_eq!(ratio(Some(1.0), Some(0.0)), None);
     }
@@ -1001,9 +1278,13 @@ mod tests {
             vec![rep(at(10, 30), 1, 19), rep(at(5, 25), 0, 20)],
             vec![rep(at(12, 40), 2, 26), rep(at(6, 20), 1, 13)],
         ];
-        let mut counters = BTreeMap::new();
-        counters.insert("minflt".to_string(), 4000);
-        let f = aggregate_run(&per_thread, 4000, counters);
+        let f = aggregate_run(
+            &per_thread,
+            4000,
+            counters(&[("minflt", 4010)]),
+            counters(&[("minflt", 4000)]),
+            Some("minflt"),
+        );
         assert_eq!(f.wall, ms(30) + ms(20));
         assert_eq!(f.user, ms(4));
         assert_eq!(f.system, ms(78));
@@ -1011,16 +1292,21 @@ mod tests {
         assert_eq!(f.unmap_wall, ms(6));
         assert_eq!(f.fault_per_wsec, Some(4000.0 / 0.050));
         assert_eq!(f.flt_per_cpu_s, Some(4000.0 / 0.082));
-        assert_eq!(f.counters["minflt"], 4000);
+        assert_eq!(f.counters["minflt"], 4010);
+        assert_eq!(f.fault_entries, Some(4000));
+        assert_eq!(f.shared_writes_per_fault, None);
     }
 
     #[test]
-    fn counter_deltas_by_name() {
+    fn counter_deltas_by_name_and_sums() {
         let d = counter_deltas(&[("a", 5), ("b", 9)], &[("b", 12), ("a", 7), ("c", 1)]);
         assert_eq!(
-            d.into_iter().collect::<Vec<_>>(),
+            d.clone().into_iter().collect::<Vec<_>>(),
             [("a".to_string(), 2), ("b".to_string(), 3), ("c".to_string(), 1)]
         );
+        let mut sum = counters(&[("a", 1)]);
+        add_counters(&mut sum, d);
+        assert_eq!(sum, counters(&[("a", 3), ("b", 3), ("c", 1)]));
     }
 
     #[test]
@@ -1060,6 +1346,9 @@ mod tests {
         assert!(bad(|a| a.runs = 0));
         assert!(bad(|a| a.reps = 0));
         assert!(bad(|a| a.threads.clear()));
+        assert!(bad(|a| a.order.clear()));
+        assert!(bad(|a| a.zero_fill_threads = vec![0]));
+        assert!(bad(|a| a.prefault_order = oxmm::system::PREFAULT_MAX_ORDER + 1));
     }
 
     #[test]
@@ -1070,21 +1359,66 @@ mod tests {
             #[command(flatten)]
             args: FaultsArgs,
         }
-        let cli =
-            Cli::try_parse_from(["x", "--gb", "0.25,4", "--threads", "1,2,4", "--order", "random", "--json"]).unwrap();
+        let cli = Cli::try_parse_from([
+            "x",
+            "--gb",
+            "0.25,4",
+            "--threads",
+            "1,2,4",
+            "--order",
+            "seq,random",
+            "--json",
+            "--svg",
+            "/tmp/x.svg",
+            "--rss-shared",
+            "--prefault-order",
+            "2",
+        ])
+        .unwrap();
         assert_eq!(cli.args.gb, [0.25, 4.0]);
         assert_eq!(cli.args.threads, [1, 2, 4]);
         assert_eq!((cli.args.reps, cli.args.runs), (3, 5));
-        assert_eq!(cli.args.order, Order::Random);
-        assert!(cli.args.json && !cli.args.no_progress);
-        assert_eq!(cli.args.shapes().len(), 6);
+        assert_eq!(cli.args.order, [Order::Seq, Order::Random]);
+        assert!(cli.args.json && !cli.args.no_progress && cli.args.rss_shared);
+        assert_eq!(cli.args.prefault_order, 2);
+        assert_eq!(cli.args.svg.as_deref(), Some(std::path::Path::new("/tmp/x.svg")));
+        let shapes = cli.args.shapes();
+        assert_eq!(shapes.len(), 12);
+        assert_eq!((shapes[0].order, shapes[0].gb, shapes[0].threads), (Order::Seq, 0.25, 1));
+        assert_eq!((shapes[11].order, shapes[11].gb, shapes[11].threads), (Order::Random, 4.0, 4));
+        // The defaults: 1 GiB, 1 thread, seq, 5 runs, zero-fill on 1 and 2.
+        let d = Cli::try_parse_from(["x"]).unwrap().args;
+        assert_eq!((d.gb, d.threads, d.order, d.runs), (vec![1.0], vec![1], vec![Order::Seq], 5));
+        assert_eq!((d.prefault_order, d.zero_fill_mib, d.zero_fill_threads), (3, 1024, vec![1, 2]));
     }
 
-    fn sample_report() -> FaultsReport {
-        let mut m = fig(47, 2163, 2212).with_rates(196_608);
-        m.counters.insert("minflt".into(), 196_610);
-        let a = vec![row_of("oxmm", 1, m.clone())];
-        let b = vec![row_of("kernel", 1, fig(20, 2000, 2000).with_rates(196_608))];
+    /// A report with three targets (kernel, prefault off, prefault on) on
+    /// one shape, and a zero-fill limit.
+    pub(crate) fn sample_report() -> FaultsReport {
+        let mut k = fig(47, 2163, 2212);
+        k.touch_counters.insert("minflt".into(), 196_608);
+        k.counters.insert("minflt".into(), 196_610);
+        let mut off = fig(300, 0, 300);
+        off.touch_counters.extend(counters(&[("pgfault", 196_608), (SHARED_WRITES, 3_072)]));
+        let mut on = fig(200, 0, 200);
+        on.touch_counters.extend(counters(&[("pgfault", 24_577), (SHARED_WRITES, 3_072)]));
+        on.counters.insert("prefault_unused".into(), 7);
+        let mut rows = vec![
+            row_of("kernel", shape(1), k.derive(196_608, Some("minflt"))),
+            row_of("oxmm-pf-off", shape(1), off.derive(196_608, Some("pgfault"))),
+            row_of("oxmm-pf3", shape(1), on.derive(196_608, Some("pgfault"))),
+        ];
+        let zero_fill = zerofill::report(64, vec![(1, vec![1_500_000.0]), (2, vec![2_000_000.0])]);
+        for r in &mut rows {
+            let (t, limit) = zero_fill.limit_for(1).unwrap();
+            r.zero_fill_threads = Some(t);
+            r.zero_fill_pct = ratio(r.median.fault_per_wsec, Some(limit)).map(|x| x * 100.0);
+        }
+        let info = |n: &str, e: &str| TargetInfo {
+            name: n.into(),
+            description: format!("{n} target"),
+            entry_counter: Some(e.into()),
+        };
         FaultsReport {
             benchmark: "faults",
             config: Config {
@@ -1092,13 +1426,16 @@ mod tests {
                 threads: vec![1],
                 reps: 3,
                 runs: 1,
-                order: Order::Seq,
+                order: vec![Order::Seq],
+                prefault_order: 3,
+                rss_shared: false,
                 host_cpus: 8,
                 host_kernel: None,
             },
-            targets: vec!["oxmm".into(), "kernel".into()],
-            ratios: ratios(&a, &b),
-            rows: a.into_iter().chain(b).collect(),
+            targets: vec![info("kernel", "minflt"), info("oxmm-pf-off", "pgfault"), info("oxmm-pf3", "pgfault")],
+            zero_fill: Some(zero_fill),
+            ratios: ratios(&rows, &[("oxmm-pf-off", "kernel"), ("oxmm-pf3", "kernel"), ("oxmm-pf3", "oxmm-pf-off")]),
+            rows,
         }
     }
 
@@ -1106,10 +1443,20 @@ mod tests {
     fn json_shape() {
         let v = serde_json::to_value(sample_report()).unwrap();
         assert_eq!(v["benchmark"], "faults");
-        assert_eq!(v["config"]["order"], "seq");
-        assert_eq!(v["targets"], serde_json::json!(["oxmm", "kernel"]));
+        assert_eq!(v["config"]["order"], serde_json::json!(["seq"]));
+        assert_eq!(v["config"]["prefault_order"], 3);
+        let names: Vec<&str> = v["targets"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+        assert_eq!(names, ["kernel", "oxmm-pf-off", "oxmm-pf3"]);
+        assert_eq!(v["targets"][1]["entry_counter"], "pgfault");
+        assert_eq!(v["targets"][1]["description"], "oxmm-pf-off target");
+        // Zero-fill: per thread count, every run and the median.
+        let zf = &v["zero_fill"];
+        assert_eq!(zf["mib_per_thread"], 64);
+        assert_eq!(zf["limits"][0]["threads"], 1);
+        assert_eq!(zf["limits"][0]["pages_per_s"], 1_500_000.0);
+        assert_eq!(zf["limits"][1]["runs"], serde_json::json!([2_000_000.0]));
         let row = &v["rows"][0];
-        for key in ["target", "gb", "reps", "threads", "order", "page_size", "pages_touched"] {
+        for key in ["target", "gb", "reps", "threads", "order", "page_size", "pages_touched", "zero_fill_pct"] {
             assert!(!row[key].is_null(), "row lacks {key}");
         }
         let m = &row["median"];
@@ -1117,62 +1464,85 @@ mod tests {
         assert_eq!(m["system_s"], 2.163);
         assert_eq!(m["wall_s"], 2.212);
         assert_eq!(m["counters"]["minflt"], 196_610);
+        assert_eq!(m["touch_counters"]["minflt"], 196_608);
+        assert_eq!(m["fault_entries"], 196_608);
+        assert!(m["shared_writes_per_fault"].is_null());
         assert!((m["fault_per_wsec"].as_f64().unwrap() - 88_882.459).abs() < 0.001);
         assert!(row["runs"].is_array());
-        let ratio = &v["ratios"][0];
-        assert_eq!(ratio["target"], "oxmm");
-        assert_eq!(ratio["baseline"], "kernel");
-        assert_eq!(ratio["threads"], 1);
-        assert!(ratio["fault_per_wsec"].as_f64().unwrap() < 1.0);
-    }
-
-    #[test]
-    fn table_has_seed_columns() {
-        let t = render_table(&sample_report());
-        let words = |l: &str| l.split_whitespace().collect::<Vec<_>>().join(" ");
-        let lines: Vec<String> = t.lines().map(words).collect();
-        let has = |l: &str| lines.iter().any(|x| x == l);
-        assert!(has("oxmm (4096-byte pages)"), "{t}");
-        assert!(has("Gb Rep Threads User System Wall flt/cpu/s fault/wsec unmap minflt"), "{t}");
-        assert!(has("0.5 3 1 0.047s 2.163s 2.212s 88962.896 88882.459 0.000s 196610"), "{t}");
-        assert!(has("Gb Rep Threads User System Wall flt/cpu/s fault/wsec unmap"), "{t}");
-        assert!(has("ratio oxmm/kernel (> 1: oxmm faster)"), "{t}");
-        assert!(has("0.5 3 1 0.914 0.904"), "{t}");
-        // Columns are right-aligned: every line of a table is equally wide.
-        let table: Vec<&str> = t.lines().skip(3).take(2).collect();
-        assert_eq!(table[0].len(), table[1].len(), "{t}");
+        let on = &v["rows"][2];
+        assert_eq!(on["target"], "oxmm-pf3");
+        assert_eq!(on["median"]["fault_entries"], 24_577);
+        assert!((on["median"]["shared_writes_per_fault"].as_f64().unwrap() - 3072.0 / 24577.0).abs() < 1e-12);
+        assert!((on["zero_fill_pct"].as_f64().unwrap() - 196_608.0 / 0.2 / 1_500_000.0 * 100.0).abs() < 1e-9);
+        assert_eq!(on["zero_fill_threads"], 1);
+        let ratios = v["ratios"].as_array().unwrap();
+        assert_eq!(ratios.len(), 3);
+        assert_eq!(
+            (ratios[0]["target"].as_str(), ratios[0]["baseline"].as_str()),
+            (Some("oxmm-pf-off"), Some("kernel"))
+        );
+        assert_eq!(ratios[0]["threads"], 1);
+        assert_eq!(
+            (ratios[2]["target"].as_str(), ratios[2]["baseline"].as_str()),
+            (Some("oxmm-pf3"), Some("oxmm-pf-off"))
+        );
+        assert_eq!(ratios[2]["fault_per_wsec"], 1.5);
+        assert!((ratios[2]["entries_reduction"].as_f64().unwrap() - 196_608.0 / 24_577.0).abs() < 1e-12);
     }
 
     /// A target with no memory behind it: counts calls, fails on demand.
-    struct Fake {
+    pub(crate) struct Fake {
+        name: String,
+        reference: Option<String>,
         fail_thread: Option<usize>,
         panic: bool,
+        runs_begun: std::sync::atomic::AtomicU64,
         touched: std::sync::atomic::AtomicU64,
         unmapped: std::sync::atomic::AtomicU64,
     }
 
-    struct FakeThread<'a> {
+    pub(crate) struct FakeThread<'a> {
         target: &'a Fake,
         index: usize,
     }
 
     impl Fake {
-        fn new(fail_thread: Option<usize>, panic: bool) -> Fake {
-            Fake { fail_thread, panic, touched: 0.into(), unmapped: 0.into() }
+        pub(crate) fn new(name: &str, fail_thread: Option<usize>, panic: bool) -> Fake {
+            Fake {
+                name: name.into(),
+                reference: None,
+                fail_thread,
+                panic,
+                runs_begun: 0.into(),
+                touched: 0.into(),
+                unmapped: 0.into(),
+            }
         }
     }
 
     impl FaultTarget for Fake {
         type Thread<'a> = FakeThread<'a>;
         fn name(&self) -> &str {
-            "fake"
+            &self.name
+        }
+        fn reference(&self) -> Option<&str> {
+            self.reference.as_deref()
+        }
+        fn entry_counter(&self) -> Option<&'static str> {
+            Some("touched")
+        }
+        fn begin_run(&self) -> anyhow::Result<()> {
+            self.runs_begun.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Ok(())
         }
         fn thread(&self, index: usize) -> anyhow::Result<FakeThread<'_>> {
             Ok(FakeThread { target: self, index })
         }
         fn counters(&self) -> Vec<(&'static str, u64)> {
             use std::sync::atomic::Ordering::Relaxed;
-            vec![("touched", self.touched.load(Relaxed))]
+            // Unmaps count as shared writes: they must not show in the
+            // touch-phase figure.
+            vec![("touched", self.touched.load(Relaxed)), (SHARED_WRITES, self.unmapped.load(Relaxed))]
         }
     }
 
@@ -1198,32 +1568,62 @@ mod tests {
         }
     }
 
-    #[test]
-    fn harness_runs_every_rep_on_every_thread() {
-        let args = FaultsArgs {
+    fn small_args() -> FaultsArgs {
+        FaultsArgs {
             gb: vec![1.0 / 1024.0],
             threads: vec![1, 4],
             reps: 2,
             runs: 3,
-            order: Order::Random,
+            order: vec![Order::Seq, Order::Random],
+            zero_fill_mib: 1,
             json: true,
             no_progress: true,
-        };
-        let (a, b) = (Fake::new(None, false), Fake::new(None, false));
+            ..FaultsArgs::default()
+        }
+    }
+
+    #[test]
+    fn harness_runs_every_rep_of_every_target() {
+        let args = small_args();
+        let mut on = Fake::new("on", None, false);
+        on.reference = Some("off".into());
+        let targets = [Fake::new("kernel", None, false), Fake::new("off", None, false), on];
         let mut out = Vec::new();
-        let report = run_faults(&args, &a, &b, &mut out).unwrap();
-        // 1 MiB = 256 pages per row and rep; 2 shapes × 2 reps × 3 runs.
-        assert_eq!(a.touched.into_inner(), 256 * 2 * 3 * 2);
-        assert_eq!(a.unmapped.into_inner(), (1 + 4) * 2 * 3);
-        assert_eq!(report.rows.len(), 4);
-        assert_eq!(report.ratios.len(), 2);
+        let report = run_faults(&args, &targets, &mut out).unwrap();
+        // 1 MiB = 256 pages per row and rep; 4 shapes × 2 reps × 3 runs.
+        for t in &targets {
+            assert_eq!(t.touched.load(std::sync::atomic::Ordering::Relaxed), 256 * 2 * 3 * 4);
+            assert_eq!(t.unmapped.load(std::sync::atomic::Ordering::Relaxed), 2 * (1 + 4) * 2 * 3);
+            assert_eq!(t.runs_begun.load(std::sync::atomic::Ordering::Relaxed), 4 * 3);
+        }
+        assert_eq!(report.rows.len(), 3 * 4);
+        // Every target against the kernel, and on against off.
+        assert_eq!(
+            report.ratio_pairs(),
+            [("off".into(), "kernel".into()), ("on".into(), "kernel".into()), ("on".into(), "off".into())]
+        );
+        assert_eq!(report.ratios.len(), 3 * 4);
         for row in &report.rows {
             assert_eq!(row.pages_touched, 512);
             assert_eq!(row.runs.len(), 3);
-            assert_eq!(row.median.counters["touched"], 512);
+            assert_eq!(row.median.fault_entries, Some(512));
+            // Touch phases saw no unmap: zero shared writes per fault.
+            assert_eq!(row.median.shared_writes_per_fault, Some(0.0));
+            assert_eq!(row.median.counters[SHARED_WRITES], 2 * row.shape.threads as u64);
+            assert!(row.zero_fill_pct.is_some());
         }
+        assert_eq!(report.row("on", &report.shapes()[3]).unwrap().shape.order, Order::Random);
+        let zf = report.zero_fill.as_ref().unwrap();
+        assert_eq!(zf.limits.iter().map(|l| (l.threads, l.runs.len())).collect::<Vec<_>>(), [(1, 12), (2, 12)]);
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
-        assert_eq!(v["rows"].as_array().unwrap().len(), 4);
+        assert_eq!(v["rows"].as_array().unwrap().len(), 12);
+    }
+
+    #[test]
+    fn duplicate_target_names_are_refused() {
+        let targets = [Fake::new("a", None, false), Fake::new("a", None, false)];
+        assert!(run_faults(&small_args(), &targets, &mut Vec::new()).is_err());
+        assert!(run_faults::<Fake>(&small_args(), &[], &mut Vec::new()).is_err());
     }
 
     #[test]
@@ -1234,15 +1634,16 @@ mod tests {
                 threads: vec![3],
                 runs: 1,
                 no_progress: true,
+                zero_fill_mib: 0,
                 ..FaultsArgs::default()
             };
-            let (a, b) = (Fake::new(Some(1), panic), Fake::new(None, false));
-            let err = run_faults(&args, &a, &b, &mut Vec::new()).unwrap_err();
+            let targets = [Fake::new("a", Some(1), panic), Fake::new("b", None, false)];
+            let err = run_faults(&args, &targets, &mut Vec::new()).unwrap_err();
             let msg = format!("{err:#}");
             assert!(msg.contains(if panic { "panicked" } else { "fake failure" }), "{msg}");
             // Every mapping was unmapped, the failed thread's included
             // (unless it panicked: then its thread state's drop must do it).
-            assert_eq!(a.unmapped.into_inner(), if panic { 2 } else { 3 });
+            assert_eq!(targets[0].unmapped.load(std::sync::atomic::Ordering::Relaxed), if panic { 2 } else { 3 });
         }
     }
 }

@@ -46,8 +46,20 @@ impl FaultTarget for NativeTarget {
         &self.name
     }
 
+    fn description(&self) -> String {
+        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string());
+        format!(
+            "host kernel{}: mmap, first-touch faults, munmap; THP off per mapping",
+            release.map(|r| format!(" (Linux {r})")).unwrap_or_default()
+        )
+    }
+
     fn page_size(&self) -> u64 {
         self.faults.page_size()
+    }
+
+    fn entry_counter(&self) -> Option<&'static str> {
+        Some("minflt")
     }
 
     fn thread(&self, _index: usize) -> anyhow::Result<NativeThread> {
