@@ -272,11 +272,7 @@ impl PhysMem {
     pub fn alloc_frame(&self, cpu: CpuId, gfp: Gfp) -> Option<Pfn> {
         let pcp = &self.pcp[cpu.index() % self.pcp.len()];
         let kind = if gfp.movable { ZoneKind::Movable } else { ZoneKind::Normal };
-        let zone = self.zone_index(self.home_node(cpu), kind);
-        if let Some(pfn) = pcp.pop(kind, |buf| {
-            self.took_zone_lock(Some(cpu));
-            self.refill(zone, buf)
-        }) {
+        if let Some(pfn) = pcp.pop(kind, |buf| self.refill(cpu, gfp, buf)) {
             self.mark_allocated(pfn, 0, gfp);
             return Some(pfn);
         }
@@ -289,11 +285,7 @@ impl PhysMem {
     pub fn alloc_batch(&self, cpu: CpuId, gfp: Gfp, out: &mut [Pfn]) -> usize {
         let pcp = &self.pcp[cpu.index() % self.pcp.len()];
         let kind = if gfp.movable { ZoneKind::Movable } else { ZoneKind::Normal };
-        let zone = self.zone_index(self.home_node(cpu), kind);
-        let mut n = pcp.pop_many(kind, out, |buf| {
-            self.took_zone_lock(Some(cpu));
-            self.refill(zone, buf)
-        });
+        let mut n = pcp.pop_many(kind, out, |buf| self.refill(cpu, gfp, buf));
         for p in &out[..n] {
             self.mark_allocated(*p, 0, gfp);
         }
@@ -309,21 +301,44 @@ impl PhysMem {
         n
     }
 
-    fn refill(&self, zone: usize, buf: &mut Vec<u32>) -> usize {
-        let z = &self.zones[zone];
-        let mut fa = z.lock();
+    /// Refill a per-CPU cache with up to [`pcp::BATCH`] frames, from the
+    /// zones of the zonelist in order (a home zone running dry falls back to
+    /// the next one for the whole batch, not frame by frame), taking whole
+    /// buddy blocks — an order-6 block is one list operation for 64 frames —
+    /// and each zone's lock once.
+    fn refill(&self, cpu: CpuId, gfp: Gfp, buf: &mut Vec<u32>) -> usize {
         let mut n = 0;
-        while n < pcp::BATCH {
-            match fa.alloc(&self.frames, 0) {
-                Some(p) => {
-                    self.frame(p).flags.store(flags::PCP, Ordering::Relaxed);
-                    buf.push(p.as_u64() as u32);
-                    n += 1;
+        for zone in self.zonelist(cpu, gfp) {
+            let z = &self.zones[zone];
+            if z.free_frames() == 0 {
+                continue;
+            }
+            self.took_zone_lock(Some(cpu));
+            let mut fa = z.lock();
+            while n < pcp::BATCH {
+                let mut order = (usize::BITS - 1 - (pcp::BATCH - n).leading_zeros()) as usize;
+                let block = loop {
+                    if let Some(p) = fa.alloc(&self.frames, order.min(MAX_ORDER)) {
+                        break Some(p);
+                    }
+                    if order == 0 {
+                        break None;
+                    }
+                    order -= 1;
+                };
+                let Some(p) = block else { break };
+                for i in 0..1u64 << order {
+                    let q = p.add(i);
+                    self.frame(q).flags.store(flags::PCP, Ordering::Relaxed);
+                    buf.push(q.as_u64() as u32);
                 }
-                None => break,
+                n += 1 << order;
+            }
+            z.free_count.store(fa.free, Ordering::Relaxed);
+            if n >= pcp::BATCH {
+                break;
             }
         }
-        z.free_count.store(fa.free, Ordering::Relaxed);
         n
     }
 
