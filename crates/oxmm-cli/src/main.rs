@@ -92,6 +92,17 @@ enum Cmd {
     /// Benchmarks, each beside the host kernel in the same run.
     #[command(subcommand)]
     Bench(BenchCmd),
+    /// (internal) The host kernel's side of `bench fork`, run in a fresh
+    /// single-threaded process: print fork+exit times as JSON.
+    #[command(name = "__fork-worker", hide = true)]
+    ForkWorker {
+        /// Bytes of touched memory.
+        #[arg(long)]
+        bytes: u64,
+        /// Rounds.
+        #[arg(long)]
+        reps: u32,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -104,6 +115,18 @@ enum BenchCmd {
         args: bench::FaultsArgs,
         #[command(flatten)]
         machine: MachineArgs,
+    },
+    /// fork+exit latency per MiB of touched memory: pte chains,
+    /// object-based rmap, no rmap, and the host kernel, in one run.
+    Fork {
+        #[command(flatten)]
+        args: bench::fork::ForkArgs,
+    },
+    /// Reverse-map memory against page-table memory in the fork fan-out,
+    /// for both reverse-map schemes.
+    RmapMemory {
+        #[command(flatten)]
+        args: bench::rmap_memory::RmapMemoryArgs,
     },
 }
 
@@ -156,6 +179,18 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             let mut out = stdout.lock();
             bench::run_faults(&args, &targets, &mut out)?;
             m.check().map_err(|e| anyhow::anyhow!("after the benchmark: {e}"))?;
+            Ok(0)
+        }
+        Cmd::Bench(BenchCmd::Fork { args }) => {
+            bench::fork::run_fork(&args, &mut stdout.lock())?;
+            Ok(0)
+        }
+        Cmd::Bench(BenchCmd::RmapMemory { args }) => {
+            bench::rmap_memory::run_rmap_memory(&args, &mut stdout.lock())?;
+            Ok(0)
+        }
+        Cmd::ForkWorker { bytes, reps } => {
+            bench::fork::worker(bytes, reps, &mut stdout.lock())?;
             Ok(0)
         }
     }

@@ -9,9 +9,11 @@
 
 pub mod any;
 pub mod faults;
+pub mod fork;
 pub mod native;
 pub mod oxmm;
 pub mod plot;
+pub mod rmap_memory;
 pub mod table;
 pub mod zerofill;
 

@@ -4,4 +4,5 @@
 //! against the kernel's semantics.
 
 pub mod faults;
+pub mod fork;
 pub mod ops;

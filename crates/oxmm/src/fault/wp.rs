@@ -83,33 +83,52 @@ pub fn do_wp_page(
     let r = PteRef::new(table, va.table_index(1));
     setup_new_page(mm, vma, f, va, r);
     let new = Pte::new(pfn, anon_leaf_flags(vma, true));
-    match cas_entry(slot, old, new) {
-        Ok(_) => {
-            mm.add_rss(cpu, RssKind::Anon, 1);
-            sys.stats.inc(cpu, Stat::AnonFaultAlloc);
-            sys.stats.inc(cpu, Stat::NrAnonPages);
-            PendingFlush::new(mm.id(), va, va + PAGE_SIZE).flush(sys, cpu, mm.cpumask());
-            if !is_zero {
-                let of = sys.phys.frame(old_pfn);
-                rmap::remove_one(sys, cpu, old_pfn, r);
-                of.mapcount.fetch_sub(1, Ordering::AcqRel);
-                if let Some(kind) = crate::mm::rss::kind_of_frame(of.flags()) {
-                    mm.add_rss(cpu, kind, -1);
-                }
-                // The mapping's reference, then our pin.
-                sys.put_page(cpu, old_pfn);
-                sys.put_page(cpu, old_pfn);
-            }
-            Ok(())
+    // Commit under the table's lock, as Linux's `wp_page_copy` does: only
+    // if the PTE still maps the page we copied (the MMU may have set its
+    // accessed bit meanwhile), and with the old page's reverse map, count
+    // and references dropped before anyone else can decide on it again.
+    // Without the lock, a CPU that pinned the old page could see it freed
+    // by another CPU's commit and free it a second time.
+    let ptl = PtlGuard::lock(sys, table);
+    let mut cur = load_entry(slot);
+    let committed = loop {
+        if cur.without(Pte::ACCESSED) != old.without(Pte::ACCESSED) {
+            break false;
         }
-        Err(_) => {
-            undo_new_page(f);
-            sys.phys.free_frame(cpu, pfn);
-            if !is_zero {
-                sys.put_page(cpu, old_pfn);
-            }
-            sys.stats.inc(cpu, Stat::FaultRaceLost);
-            Ok(())
+        match cas_entry(slot, cur, new) {
+            Ok(_) => break true,
+            Err(now) => cur = now,
+        }
+    };
+    if !committed {
+        drop(ptl);
+        undo_new_page(f);
+        sys.phys.free_frame(cpu, pfn);
+        if !is_zero {
+            sys.put_page(cpu, old_pfn);
+        }
+        sys.stats.inc(cpu, Stat::FaultRaceLost);
+        return Ok(());
+    }
+    mm.add_rss(cpu, RssKind::Anon, 1);
+    sys.stats.inc(cpu, Stat::AnonFaultAlloc);
+    sys.stats.inc(cpu, Stat::NrAnonPages);
+    // Other CPUs may still read the old page through the old read-only
+    // translation: flush before the old page can be freed.
+    PendingFlush::new(mm.id(), va, va + PAGE_SIZE).flush(sys, cpu, mm.cpumask());
+    if !is_zero {
+        let of = sys.phys.frame(old_pfn);
+        rmap::remove_one(sys, cpu, old_pfn, r);
+        of.mapcount.fetch_sub(1, Ordering::AcqRel);
+        if let Some(kind) = crate::mm::rss::kind_of_frame(of.flags()) {
+            mm.add_rss(cpu, kind, -1);
         }
     }
+    drop(ptl);
+    if !is_zero {
+        // The mapping's reference, then our pin.
+        sys.put_page(cpu, old_pfn);
+        sys.put_page(cpu, old_pfn);
+    }
+    Ok(())
 }

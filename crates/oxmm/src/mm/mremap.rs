@@ -67,24 +67,32 @@ impl Mm {
         }
         let mut st = self.write();
         st.live()?;
-        let vma = *st.vmas.find(addr).ok_or(Errno::EFAULT)?;
-        if old_len > vma.end - addr {
-            return Err(Errno::EFAULT);
-        }
         let fixed = f & RemapFlags::FIXED.0 != 0;
+        let mut old_len = old_len;
         if fixed {
+            // Linux's `mremap_to`: check the target, clear it, drop the
+            // source's tail if shrinking — all before looking at the source.
             if !new_addr.is_multiple_of(PAGE_SIZE) || new_addr > TASK_SIZE - new_len {
                 return Err(Errno::EINVAL);
             }
             if new_addr < addr + old_len && addr < new_addr + new_len {
                 return Err(Errno::EINVAL);
             }
-        }
-        if !fixed && new_len <= old_len {
+            self.unmap_locked(&mut st, cpu, new_addr, new_addr + new_len);
+            if old_len > new_len {
+                self.unmap_locked(&mut st, cpu, addr + new_len, addr + old_len);
+                old_len = new_len;
+            }
+        } else if new_len <= old_len {
+            // A shrink succeeds whatever is mapped there, as on Linux.
             if new_len < old_len {
                 self.unmap_locked(&mut st, cpu, addr + new_len, addr + old_len);
             }
             return Ok(VirtAddr::new_truncate(addr));
+        }
+        let vma = *st.vmas.find(addr).ok_or(Errno::EFAULT)?;
+        if old_len > vma.end - addr {
+            return Err(Errno::EFAULT);
         }
         // Grow in place when the mapping ends here and the space after is free.
         if !fixed
@@ -100,7 +108,6 @@ impl Mm {
             return Err(Errno::ENOMEM);
         }
         let dest = if fixed {
-            self.unmap_locked(&mut st, cpu, new_addr, new_addr + new_len);
             new_addr
         } else {
             st.vmas.find_gap_topdown(new_len, MMAP_MIN_ADDR, MMAP_BASE).ok_or(Errno::ENOMEM)?
@@ -116,12 +123,10 @@ impl Mm {
         }
         let mut g = MmuGather::new(sys, cpu, self.id());
         move_ptes(self, &mut g, cpu, addr, dest, moved);
-        // The source's VMA pieces go (their PTEs have moved), then its empty
-        // page tables; a shrinking move also drops the tail.
+        // The source's VMA pieces go (their PTEs have moved); the
+        // destination's VMA goes in before the source's empty page tables
+        // are freed, so that tables it now uses are kept.
         st.vmas.remove_range(addr, addr + moved);
-        if old_len > moved {
-            self.unmap_locked(&mut st, cpu, addr + moved, addr + old_len);
-        }
         st.vmas.insert(Vma { start: dest, end: dest + new_len, pgoff: vma.index_of(addr), ..vma });
         let floor = st.vmas.prev(addr).map(|v| v.end).unwrap_or(0);
         let ceiling = st.vmas.find_from(addr + moved).map(|v| v.start).unwrap_or(USER_TOP);

@@ -319,16 +319,20 @@ impl ChainStore {
             return;
         }
         let locks = &sys.rmap().locks;
+        // Each item's frame, index and lock slot, read once.
+        let mut keyed: Vec<((u8, u64, u64), &Frame, usize)> = Vec::with_capacity(items.len());
+        let mut slots: Vec<usize> = Vec::with_capacity(items.len());
+        for &(pfn, _) in items.iter() {
+            let f = sys.phys.frame(pfn);
+            slots.push(super::locks::RmapLocks::slot_of(f.index.load(Relaxed)));
+        }
+        let mut sorted = slots.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
         // Take each needed lock once, in ascending slot order (no deadlock
         // with another batch or with single-page ops, which take one).
-        let mut slots: Vec<usize> = items
-            .iter()
-            .map(|(p, _)| super::locks::RmapLocks::slot_of(sys.phys.frame(*p).index.load(Relaxed)))
-            .collect();
-        slots.sort_unstable();
-        slots.dedup();
-        let mut guards = Vec::with_capacity(slots.len());
-        for &s in &slots {
+        let mut guards = Vec::with_capacity(sorted.len());
+        for &s in &sorted {
             guards.push(locks.lock_slot(s));
         }
         // Indexes cannot change now (set_index needs one of these locks),
@@ -339,11 +343,10 @@ impl ChainStore {
         // entry: a shared chain, or direct references that normalise to the
         // same entry (all the pages of one page table before their first
         // fork), or nothing.
-        let mut groups: BTreeMap<(u8, u64, u64), Vec<&Frame>> = BTreeMap::new();
-        for &(pfn, r) in items.iter() {
+        for (i, &(pfn, r)) in items.iter().enumerate() {
             let f = sys.phys.frame(pfn);
             let index = f.index.load(Relaxed);
-            if slots.binary_search(&super::locks::RmapLocks::slot_of(index)).is_err() {
+            if super::locks::RmapLocks::slot_of(index) != slots[i] {
                 stragglers.push((pfn, r));
                 continue;
             }
@@ -357,10 +360,24 @@ impl ChainStore {
             };
             // An explicit entry names one PTE of one frame: never shared.
             let key = if key.1 & EXPLICIT != 0 || key.2 & EXPLICIT != 0 { (3, pfn.as_u64(), key.2) } else { key };
-            groups.entry(key).or_default().push(f);
+            keyed.push((key, f, i));
         }
-        for ((_, _, e), fs) in groups {
-            self.apply_group(sys, cpu, &fs, if add { Change::Add(e) } else { Change::Remove(e) });
+        // The usual batch is one group (a page table's pages all share one
+        // chain): sorting equal keys is linear.
+        keyed.sort_unstable_by_key(|k| k.0);
+        let mut frames: Vec<&Frame> = Vec::with_capacity(keyed.len());
+        let mut start = 0;
+        while start < keyed.len() {
+            let key = keyed[start].0;
+            let mut end = start;
+            frames.clear();
+            while end < keyed.len() && keyed[end].0 == key {
+                frames.push(keyed[end].1);
+                end += 1;
+            }
+            let e = key.2;
+            self.apply_group(sys, cpu, &frames, if add { Change::Add(e) } else { Change::Remove(e) });
+            start = end;
         }
         drop(guards);
         for (pfn, r) in stragglers {

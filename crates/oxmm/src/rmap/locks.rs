@@ -62,10 +62,13 @@ impl RmapLocks {
         RmapLocks { locks: (0..RMAP_LOCKS).map(|_| CachePadded::new(AtomicBool::new(false))).collect() }
     }
 
-    /// The lock slot for a page index.
+    /// The lock slot for a page index: 16 consecutive indexes share a
+    /// lock, so a batch over one page table (512 pages) takes 32 locks
+    /// rather than all of them, while page tables still spread over the
+    /// whole table of locks.
     #[inline]
     pub fn slot_of(index: u64) -> usize {
-        (index as usize) & (RMAP_LOCKS - 1)
+        ((index >> 4) as usize) & (RMAP_LOCKS - 1)
     }
 
     /// Take lock `slot`.

@@ -329,12 +329,16 @@ fn for_each_locked(
     pfn: Pfn,
     mut f: impl FnMut(&Mm, &core::sync::atomic::AtomicU64, VirtAddr, PteRef, &mut MmuGather<'_>),
 ) -> SysResult<()> {
+    // The mappings are gathered first, with no lock held; then each is
+    // visited in the lock order: its mm's mmap lock, the chain lock, its
+    // table's lock.
     for m in mappings(sys, cpu, pfn)? {
         let Some(mm) = sys.mms().into_iter().find(|x| x.id() == m.mm) else { continue };
         let st = mm.read(cpu);
         if st.dead {
             continue;
         }
+        let _chains = guard(sys, cpu);
         // SAFETY: the mmap read lock `st` is held while the slot is used.
         let Ok(slot) = (unsafe { crate::pgtable::pte_slot(sys, mm.root(), m.va) }) else { continue };
         let r = pte_ref_of(sys, mm.root(), m.va);
@@ -375,7 +379,6 @@ pub fn page_referenced(sys: &System, cpu: CpuId, pfn: Pfn) -> SysResult<usize> {
 /// once the last reference goes: callers are migration and tests.)
 pub fn try_to_unmap(sys: &System, cpu: CpuId, pfn: Pfn) -> SysResult<usize> {
     let mut n = 0;
-    let _c = guard(sys, cpu);
     for_each_locked(sys, cpu, pfn, |mm, slot, va, r, g| {
         let old = load_entry(slot);
         if !(old.maps_frame() && old.pfn() == pfn) {
