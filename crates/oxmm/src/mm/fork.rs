@@ -15,12 +15,11 @@
 //! anyone.
 
 use alloc::sync::Arc;
-use alloc::vec::Vec;
 
 use super::rss::{kind_of_frame, RssKind};
 use super::vma::{vmflags, Vma};
 use super::Mm;
-use crate::addr::{Pfn, VirtAddr, PAGE_SIZE};
+use crate::addr::{VirtAddr, PAGE_SIZE};
 use crate::arch::{cas_entry, load_entry, Pte};
 use crate::errno::{Errno, SysResult};
 use crate::pgtable::cursor::{walk_range, Step};
@@ -91,7 +90,6 @@ fn copy_range(parent: &Mm, child: &Mm, g: &mut MmuGather<'_>, cpu: CpuId, vma: &
     let zero = sys.zero_pfn();
     let shared = vma.flags & vmflags::SHARED != 0;
     let mut result = Ok(());
-    let mut batch: Vec<(Pfn, PteRef)> = Vec::with_capacity(512);
     let mut rss = [0i64; 3];
     // SAFETY: the parent's mmap write lock is held for the whole walk;
     // slots are used only inside their step.
@@ -108,7 +106,7 @@ fn copy_range(parent: &Mm, child: &Mm, g: &mut MmuGather<'_>, cpu: CpuId, vma: &
                     return;
                 }
             };
-            batch.clear();
+            let mut batch = crate::rmap::begin_batch(sys, cpu, true, r.start);
             for (va, slot) in r.slots() {
                 let mut old = load_entry(slot);
                 if !old.maps_frame() {
@@ -140,9 +138,9 @@ fn copy_range(parent: &Mm, child: &Mm, g: &mut MmuGather<'_>, cpu: CpuId, vma: &
                 if let Some(kind) = kind_of_frame(f.flags()) {
                     rss[kind as usize] += 1;
                 }
-                batch.push((pfn, PteRef::new(ctable, va.table_index(1))));
+                batch.push(pfn, PteRef::new(ctable, va.table_index(1)), f);
             }
-            crate::rmap::add_batch(sys, cpu, &mut batch);
+            batch.finish();
         });
     }
     for (kind, n) in [RssKind::Anon, RssKind::File, RssKind::Shmem].into_iter().zip(rss) {

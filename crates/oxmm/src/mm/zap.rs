@@ -28,7 +28,6 @@ pub(super) fn zap_range(mm: &Mm, g: &mut MmuGather<'_>, start: u64, end: u64) {
     let mut unused = 0i64;
     // Held across the PTE changes and the reverse-map changes.
     let _chains = crate::rmap::guard(sys, g.cpu());
-    let mut batch: alloc::vec::Vec<(crate::addr::Pfn, PteRef)> = alloc::vec::Vec::with_capacity(512);
     let (s, e) = (VirtAddr::new_truncate(start), VirtAddr::new_truncate(end));
     // SAFETY: the caller holds the mmap lock (read for DONTNEED, write for
     // munmap/exit) for the whole walk; slots are used only inside their
@@ -36,6 +35,7 @@ pub(super) fn zap_range(mm: &Mm, g: &mut MmuGather<'_>, start: u64, end: u64) {
     unsafe {
         walk_range(sys, mm.root(), s, e, |step| match step {
             Step::Ptes(r) => {
+                let mut batch = crate::rmap::begin_batch(sys, g.cpu(), false, r.start);
                 for (va, slot) in r.slots() {
                     if load_entry(slot).is_none() {
                         continue;
@@ -65,11 +65,11 @@ pub(super) fn zap_range(mm: &Mm, g: &mut MmuGather<'_>, start: u64, end: u64) {
                             c.mark_dirty(f.index.load(Ordering::Relaxed));
                         }
                     }
-                    batch.push((pfn, PteRef::new(r.table(), va.table_index(1))));
+                    batch.push(pfn, PteRef::new(r.table(), va.table_index(1)), f);
                     g.add_page(pfn);
                 }
                 // One batch per page-table page, with its lock still held.
-                crate::rmap::remove_batch(sys, g.cpu(), &mut batch);
+                batch.finish();
             }
             Step::Huge { start: hs, slot } => {
                 let span = 2 * 1024 * 1024;

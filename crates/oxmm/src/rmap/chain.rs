@@ -235,6 +235,12 @@ impl ChainStore {
         }
     }
 
+    /// Free a chain that was built for a group no page joined.
+    fn release_unused(&self, sys: &System, cpu: CpuId, head: u64) {
+        self.add_ref(sys, head, 1);
+        self.release(sys, cpu, head, 1);
+    }
+
     fn add_ref(&self, sys: &System, head: u64, n: u64) {
         self.node(sys, head)[1].fetch_add(n, Relaxed);
     }
@@ -309,80 +315,31 @@ impl ChainStore {
         }
     }
 
-    /// Add or remove one mapping per (frame, PTE) pair, as one batch: every
-    /// rmap lock the batch needs is taken once, in ascending order, and
-    /// frames that shared a chain get one new shared chain.
+    /// Start a batch of changes to the pages of one page table — fork's
+    /// copy of it, or zap's teardown — whose pages have indexes in
+    /// `[first_index, first_index + 512)` (pages elsewhere, moved by
+    /// mremap, are done one by one at the end). The rmap locks of that
+    /// index range are taken now, once each, in ascending order; each page
+    /// is then updated as it is pushed, while its metadata is hot in the
+    /// cache, and consecutive pages that shared a chain get one new chain.
     ///
-    /// Enters with: the chain lock shared.
-    pub fn batch(&self, sys: &System, cpu: CpuId, items: &mut [(Pfn, PteRef)], add: bool) {
-        if items.is_empty() {
-            return;
-        }
+    /// Enters with: the chain lock shared and the page table's lock.
+    pub fn begin<'a>(&'a self, sys: &'a System, cpu: CpuId, add: bool, first_index: u64) -> Batch<'a> {
         let locks = &sys.rmap().locks;
-        // Each item's frame, index and lock slot, read once.
-        let mut keyed: Vec<((u8, u64, u64), &Frame, usize)> = Vec::with_capacity(items.len());
-        let mut slots: Vec<usize> = Vec::with_capacity(items.len());
-        for &(pfn, _) in items.iter() {
-            let f = sys.phys.frame(pfn);
-            slots.push(super::locks::RmapLocks::slot_of(f.index.load(Relaxed)));
+        let mut need = [0u64; super::locks::RMAP_LOCKS / 64];
+        for i in (first_index..first_index + 512).step_by(16) {
+            let slot = super::locks::RmapLocks::slot_of(i);
+            need[slot / 64] |= 1 << (slot % 64);
         }
-        let mut sorted = slots.clone();
-        sorted.sort_unstable();
-        sorted.dedup();
-        // Take each needed lock once, in ascending slot order (no deadlock
-        // with another batch or with single-page ops, which take one).
-        let mut guards = Vec::with_capacity(sorted.len());
-        for &s in &sorted {
-            guards.push(locks.lock_slot(s));
-        }
-        // Indexes cannot change now (set_index needs one of these locks),
-        // unless one changed before we got its lock: handle such frames
-        // one by one after the batch.
-        let mut stragglers = Vec::new();
-        // Group frames whose maps are equivalent and which get the same
-        // entry: a shared chain, or direct references that normalise to the
-        // same entry (all the pages of one page table before their first
-        // fork), or nothing.
-        for (i, &(pfn, r)) in items.iter().enumerate() {
-            let f = sys.phys.frame(pfn);
-            let index = f.index.load(Relaxed);
-            if super::locks::RmapLocks::slot_of(index) != slots[i] {
-                stragglers.push((pfn, r));
-                continue;
+        let mut guards = Vec::with_capacity(32);
+        for (w, &bits) in need.iter().enumerate() {
+            let mut b = bits;
+            while b != 0 {
+                guards.push(locks.lock_slot(w * 64 + b.trailing_zeros() as usize));
+                b &= b - 1;
             }
-            let w = f.rmap.load(Relaxed);
-            let key = if w & DIRECT != 0 {
-                (1, entry_for(PteRef(w & !TAGS), index), entry_for(r, index))
-            } else if w & CHAIN != 0 {
-                (2, w, entry_for(r, index))
-            } else {
-                (0, 0, entry_for(r, index))
-            };
-            // An explicit entry names one PTE of one frame: never shared.
-            let key = if key.1 & EXPLICIT != 0 || key.2 & EXPLICIT != 0 { (3, pfn.as_u64(), key.2) } else { key };
-            keyed.push((key, f, i));
         }
-        // The usual batch is one group (a page table's pages all share one
-        // chain): sorting equal keys is linear.
-        keyed.sort_unstable_by_key(|k| k.0);
-        let mut frames: Vec<&Frame> = Vec::with_capacity(keyed.len());
-        let mut start = 0;
-        while start < keyed.len() {
-            let key = keyed[start].0;
-            let mut end = start;
-            frames.clear();
-            while end < keyed.len() && keyed[end].0 == key {
-                frames.push(keyed[end].1);
-                end += 1;
-            }
-            let e = key.2;
-            self.apply_group(sys, cpu, &frames, if add { Change::Add(e) } else { Change::Remove(e) });
-            start = end;
-        }
-        drop(guards);
-        for (pfn, r) in stragglers {
-            self.one(sys, cpu, pfn, r, add);
-        }
+        Batch { store: self, sys, cpu, add, need, _guards: guards, group: None, stragglers: Vec::new() }
     }
 
     /// Add or remove one mapping of one frame.
@@ -518,5 +475,157 @@ impl ChainStore {
     /// bulk).
     pub fn hold(&self, sys: &System, head: u64, n: u64) {
         self.add_ref(sys, head, n)
+    }
+}
+
+/// A batch of reverse-map changes over one page table (see
+/// [`ChainStore::begin`]).
+pub struct Batch<'a> {
+    store: &'a ChainStore,
+    sys: &'a System,
+    cpu: CpuId,
+    add: bool,
+    need: [u64; super::locks::RMAP_LOCKS / 64],
+    _guards: Vec<super::locks::RmapGuard<'a>>,
+    group: Option<Group>,
+    stragglers: Vec<(Pfn, PteRef)>,
+}
+
+/// Consecutive pages with equivalent maps getting the same change.
+struct Group {
+    key: (u8, u64, u64),
+    /// The old chain's handle word, if the pages had one.
+    old_chain: Option<u64>,
+    /// What each page's word becomes.
+    new: GroupNew,
+    count: u64,
+}
+
+enum GroupNew {
+    /// A chain shared by the group (its references are set at the end).
+    Chain(u64),
+    /// A direct reference to the group's one entry, per page.
+    Direct(u64),
+    /// No mapping left.
+    Empty,
+    /// Left as it was (the entry to remove was not there, or node memory
+    /// ran out).
+    Unchanged,
+}
+
+impl Batch<'_> {
+    /// Apply this batch's change for `f` (frame `pfn`) mapped by `r`.
+    #[inline]
+    pub fn push(&mut self, pfn: Pfn, r: PteRef, f: &Frame) {
+        let index = f.index.load(Relaxed);
+        let slot = super::locks::RmapLocks::slot_of(index);
+        if self.need[slot / 64] & (1 << (slot % 64)) == 0 {
+            self.stragglers.push((pfn, r));
+            return;
+        }
+        let w = f.rmap.load(Relaxed);
+        let e = entry_for(r, index);
+        let key = if w & DIRECT != 0 {
+            (1, entry_for(PteRef(w & !TAGS), index), e)
+        } else if w & CHAIN != 0 {
+            (2, w, e)
+        } else {
+            (0, 0, e)
+        };
+        // An explicit entry names one PTE of one page: never shared.
+        let key = if key.1 & EXPLICIT != 0 || key.2 & EXPLICIT != 0 { (3, pfn.as_u64(), e) } else { key };
+        if self.group.as_ref().is_none_or(|g| g.key != key) {
+            self.finish_group();
+            self.group = Some(self.start_group(key, w, index, e));
+        }
+        let g = self.group.as_mut().expect("a group was just started");
+        match g.new {
+            GroupNew::Chain(h) => f.rmap.store(CHAIN | h, Relaxed),
+            GroupNew::Direct(entry) => f.rmap.store(DIRECT | entry_ref(entry, index).0, Relaxed),
+            GroupNew::Empty => f.rmap.store(0, Relaxed),
+            GroupNew::Unchanged => return,
+        }
+        g.count += 1;
+    }
+
+    fn start_group(&self, key: (u8, u64, u64), w: u64, index: u64, e: u64) -> Group {
+        let (store, sys) = (self.store, self.sys);
+        let mut es: Vec<u64> = Vec::new();
+        let old_chain = (w & CHAIN != 0).then_some(w & !TAGS);
+        if w & DIRECT != 0 {
+            es.push(entry_for(PteRef(w & !TAGS), index));
+        } else if let Some(h) = old_chain {
+            store.entries(sys, h, &mut es);
+        }
+        let mut unchanged = false;
+        if self.add {
+            es.push(e);
+        } else {
+            match es.iter().position(|x| *x == e) {
+                Some(i) => {
+                    es.remove(i);
+                }
+                None => unchanged = true,
+            }
+        }
+        let new = if unchanged {
+            GroupNew::Unchanged
+        } else if es.is_empty() {
+            GroupNew::Empty
+        } else if old_chain.is_none() && es.len() == 1 {
+            GroupNew::Direct(es[0])
+        } else {
+            match store.build(sys, self.cpu, &es, 0) {
+                Some(h) => GroupNew::Chain(h),
+                None => {
+                    sys.stats.inc(self.cpu, crate::stats::Stat::RmapAllocFail);
+                    GroupNew::Unchanged
+                }
+            }
+        };
+        Group { key, old_chain, new, count: 0 }
+    }
+
+    fn finish_group(&mut self) {
+        let Some(g) = self.group.take() else { return };
+        let (store, sys, cpu) = (self.store, self.sys, self.cpu);
+        if let GroupNew::Chain(h) = g.new {
+            if g.count == 0 {
+                store.release_unused(sys, cpu, h);
+            } else {
+                store.add_ref(sys, h, g.count);
+            }
+        }
+        if matches!(g.new, GroupNew::Unchanged) || g.count == 0 {
+            return;
+        }
+        let is_chain = matches!(g.new, GroupNew::Chain(_));
+        let was_chain = g.old_chain.is_some();
+        if was_chain != is_chain {
+            let n = g.count as i64;
+            store.chained_frames.fetch_add(if is_chain { n } else { -n }, Relaxed);
+        }
+        if let Some(old) = g.old_chain {
+            store.release(sys, cpu, old, g.count);
+        }
+    }
+
+    /// Finish the last group, release the locks, then do the pages outside
+    /// the batch's index range one by one.
+    pub fn finish(mut self) {
+        self.finish_group();
+        let (store, sys, cpu, add) = (self.store, self.sys, self.cpu, self.add);
+        let stragglers = core::mem::take(&mut self.stragglers);
+        drop(self);
+        for (pfn, r) in stragglers {
+            store.one(sys, cpu, pfn, r, add);
+        }
+    }
+}
+
+impl Drop for Batch<'_> {
+    fn drop(&mut self) {
+        self.finish_group();
+        debug_assert!(self.stragglers.is_empty(), "a batch with pages outside its range was dropped unfinished");
     }
 }

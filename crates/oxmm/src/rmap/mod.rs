@@ -150,22 +150,35 @@ pub(crate) fn unpublished(f: &Frame) {
     ChainStore::clear_unpublished(f);
 }
 
-/// Add a mapping per (frame, PTE), as one batch (fork's copy of one
-/// page-table page). Enters with: the chain lock shared ([`guard`]).
-pub(crate) fn add_batch(sys: &System, cpu: CpuId, items: &mut Vec<(Pfn, PteRef)>) {
-    if sys.rmap().scheme == RmapScheme::PteChains {
-        sys.rmap().chains.batch(sys, cpu, items, true);
-    }
-    items.clear();
+/// A batch of reverse-map changes over one page table (fork's copy of it,
+/// zap's teardown): under pte chains, [`chain::Batch`]; otherwise nothing
+/// to do per page.
+pub(crate) struct RmapBatch<'a>(Option<chain::Batch<'a>>);
+
+/// Start a batch over the page table mapping `[base, base + 2 MiB)`.
+/// Enters with: the chain lock shared ([`guard`]) and that table's lock.
+#[inline]
+pub(crate) fn begin_batch(sys: &System, cpu: CpuId, add: bool, base: VirtAddr) -> RmapBatch<'_> {
+    RmapBatch(
+        (sys.rmap().scheme == RmapScheme::PteChains).then(|| sys.rmap().chains.begin(sys, cpu, add, base.vpn() & !511)),
+    )
 }
 
-/// Remove a mapping per (frame, PTE), as one batch (zap of one page-table
-/// page). Enters with: the chain lock shared.
-pub(crate) fn remove_batch(sys: &System, cpu: CpuId, items: &mut Vec<(Pfn, PteRef)>) {
-    if sys.rmap().scheme == RmapScheme::PteChains {
-        sys.rmap().chains.batch(sys, cpu, items, false);
+impl RmapBatch<'_> {
+    /// The change for frame `pfn` (metadata `f`) mapped by `r`.
+    #[inline]
+    pub(crate) fn push(&mut self, pfn: Pfn, r: PteRef, f: &Frame) {
+        if let Some(b) = &mut self.0 {
+            b.push(pfn, r, f);
+        }
     }
-    items.clear();
+
+    /// Finish the batch.
+    pub(crate) fn finish(self) {
+        if let Some(b) = self.0 {
+            b.finish();
+        }
+    }
 }
 
 /// Remove one mapping. Enters with: the chain lock shared.
