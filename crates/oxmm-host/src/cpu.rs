@@ -20,7 +20,8 @@ use oxmm::addr::{VirtAddr, PAGE_SIZE};
 use oxmm::errno::SysResult;
 use oxmm::fault::{handle_fault, Access, FaultError};
 use oxmm::mm::{MapFlags, Mm, Prot, Rss};
-use oxmm::pgtable::walk::translate;
+use oxmm::addr::Pfn;
+use oxmm::pgtable::walk::{translate, translate_from};
 use oxmm::platform::CpuId;
 
 use crate::machine::Machine;
@@ -94,6 +95,7 @@ impl Cpu {
         }
         p.mm.activate_on(self.id);
         self.tlb.invalidate_all();
+        self.local.pde = (0, 0);
         self.mm = Some(p.mm.clone());
     }
 
@@ -136,12 +138,27 @@ impl Cpu {
             if mm.is_dead() {
                 return Err(Fault { kind: FaultError::Segv, addr });
             }
-            // SAFETY: this CPU is inside an access window (opened by
-            // `with_page`, reopened after each fault), which every TLB flush
-            // waits for; tables are freed only after such a flush, and an
-            // exited mm was ruled out above.
-            match unsafe { translate(sys, mm.root(), addr, write) } {
+            let region = (va >> 21) + 1;
+            let walked = if local.pde.0 == region {
+                // SAFETY:
+                // - this CPU is inside an access window (opened by
+                //   `with_page`, reopened after each fault), which every TLB
+                //   flush waits for, and tables are freed only after one;
+                // - the cached PTE table was found by a walk of this mm in an
+                //   earlier window, and the cache is dropped at the first
+                //   window after any flush (`CpuTlb::enter`) and on every
+                //   switch, so the table is still allocated.
+                unsafe { translate_from(sys, Pfn::try_new(local.pde.1).unwrap_or_default(), 1, addr, write) }
+            } else {
+                // SAFETY: inside an access window (see above); the root of a
+                // live mm (exit was ruled out above).
+                unsafe { translate(sys, mm.root(), addr, write) }
+            };
+            match walked {
                 Ok(t) => {
+                    if t.level == 1 {
+                        local.pde = (region, t.table.as_u64());
+                    }
                     let host = *base + t.pfn.as_u64() * PAGE_SIZE;
                     tlb.fill(va >> 12, host | if t.writable { DATA_WRITABLE } else { 0 });
                     return Ok(host);
@@ -398,6 +415,7 @@ impl Cpu {
         if self.mm.as_ref().is_some_and(|m| Arc::ptr_eq(m, &p.mm)) {
             self.mm = None;
             self.tlb.invalidate_all();
+            self.local.pde = (0, 0);
         }
         p.mm.exit(self.id);
     }

@@ -107,6 +107,7 @@ impl CpuTlb {
         let g = self.gen.load(Ordering::Acquire);
         if g != local.seen_gen {
             local.seen_gen = g;
+            local.pde = (0, 0);
             self.invalidate_all();
         }
     }
@@ -117,6 +118,7 @@ impl CpuTlb {
     pub fn take_ownership(&self, local: &mut OwnerState) {
         local.seq = self.seq.load(Ordering::Relaxed);
         local.seen_gen = self.gen.load(Ordering::Acquire);
+        local.pde = (0, 0);
         self.invalidate_all();
     }
 
@@ -204,4 +206,9 @@ pub struct OwnerState {
     pub seq: u64,
     /// The last flush generation acted on.
     pub seen_gen: u64,
+    /// A one-entry paging-structure cache (x86's PDE cache): the 2 MiB
+    /// region (+1; 0 is empty) and the PTE table mapping it, so that a TLB
+    /// miss in the same region walks one level instead of four. Dropped
+    /// with the TLB.
+    pub pde: (u64, u64),
 }

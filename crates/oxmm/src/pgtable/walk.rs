@@ -31,6 +31,8 @@ pub struct Translation {
     pub writable: bool,
     /// The level of the leaf (1 = 4 KiB, 2 = 2 MiB).
     pub level: usize,
+    /// The page-table page holding the leaf.
+    pub table: Pfn,
 }
 
 /// Why the walk stopped.
@@ -56,8 +58,25 @@ pub enum WalkFault {
 /// lock (tables are freed only under it, for writing).
 #[inline]
 pub unsafe fn translate(sys: &System, root: Pfn, va: VirtAddr, write: bool) -> Result<Translation, WalkFault> {
-    let mut table = root;
-    let mut level = Native::LEVELS;
+    // SAFETY: forwarded from the caller.
+    unsafe { translate_from(sys, root, Native::LEVELS, va, write) }
+}
+
+/// [`translate`] starting at `table`, a page-table page of level `level`
+/// that maps `va` — how a hardware walk resumes from a paging-structure
+/// cache entry. The result's `table` names the level-1 table used, for the
+/// caller to cache.
+///
+/// # Safety
+///
+/// As for [`translate`], for `table` and every table below it: the caller
+/// is inside an access window (a TLB flush, which must precede freeing any
+/// table, waits for it and drops the caller's cached tables at its next
+/// window), or holds the mmap lock.
+#[inline]
+pub unsafe fn translate_from(sys: &System, table: Pfn, level: usize, va: VirtAddr, write: bool) -> Result<Translation, WalkFault> {
+    let mut table = table;
+    let mut level = level;
     loop {
         // SAFETY:
         // - `table` is the root or was read from a present entry in this
@@ -101,7 +120,7 @@ pub unsafe fn translate(sys: &System, root: Pfn, va: VirtAddr, write: bool) -> R
                     }
                 };
                 let _ = base;
-                return Ok(Translation { pfn, writable: raw.is_writable() && raw.is_dirty(), level });
+                return Ok(Translation { pfn, writable: raw.is_writable() && raw.is_dirty(), level, table });
             },
         }
     }
