@@ -327,7 +327,11 @@ impl PhysMem {
                     order -= 1;
                 };
                 let Some(p) = block else { break };
-                for i in 0..1u64 << order {
+                // Highest first, so that the cache (a stack) hands the block
+                // out in ascending order: consecutive faults then zero
+                // consecutive frames, which the hardware prefetchers follow
+                // across page boundaries.
+                for i in (0..1u64 << order).rev() {
                     let q = p.add(i);
                     self.frame(q).flags.store(flags::PCP, Ordering::Relaxed);
                     buf.push(q.as_u64() as u32);
