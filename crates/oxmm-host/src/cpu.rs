@@ -16,11 +16,11 @@ use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64 as HwAtomicU64, AtomicU8 as HwAtomicU8, Ordering};
 use std::sync::Arc;
 
+use oxmm::addr::Pfn;
 use oxmm::addr::{VirtAddr, PAGE_SIZE};
 use oxmm::errno::SysResult;
 use oxmm::fault::{handle_fault, Access, FaultError};
 use oxmm::mm::{MapFlags, Mm, Prot, Rss};
-use oxmm::addr::Pfn;
 use oxmm::pgtable::walk::{translate, translate_from};
 use oxmm::platform::CpuId;
 

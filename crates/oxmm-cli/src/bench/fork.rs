@@ -14,10 +14,8 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _};
-use oxmm::addr::VirtAddr;
-use oxmm::mm::{MapFlags, Prot};
 use oxmm::rmap::RmapScheme;
-use oxmm_host::{Machine, MachineConfig};
+use oxmm_host::MachineConfig;
 use serde::Serialize;
 
 /// Options of `oxmm bench fork`.
@@ -79,15 +77,7 @@ fn hosted(scheme: RmapScheme, mib: u64, reps: u32) -> anyhow::Result<ForkRow> {
         rmap: scheme,
         ..MachineConfig::default()
     };
-    let m = Machine::new(cfg).context("booting the hosted machine")?;
-    let mut cpu = m.cpu(0)?;
-    let p = m.new_process(&cpu).map_err(|e| anyhow!("process: {e}"))?;
-    cpu.switch_to(&p);
-    let a =
-        cpu.mmap(0, bytes, Prot::RW, MapFlags::PRIVATE.union(MapFlags::ANONYMOUS)).map_err(|e| anyhow!("mmap: {e}"))?;
-    for i in 0..bytes / 4096 {
-        cpu.write_u8(VirtAddr::new_truncate(a.as_u64() + i * 4096), 1).map_err(|f| anyhow!("touch: {f:?}"))?;
-    }
+    let (m, mut cpu, p) = super::touched_process(cfg, bytes)?;
     let (mut both, mut forks, mut exits) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..reps {
         let t0 = Instant::now();

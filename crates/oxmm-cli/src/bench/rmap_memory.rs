@@ -11,11 +11,9 @@
 
 use std::io::Write;
 
-use anyhow::{anyhow, bail, Context as _};
-use oxmm::addr::VirtAddr;
-use oxmm::mm::{MapFlags, Prot};
+use anyhow::{anyhow, bail};
 use oxmm::rmap::{stats, RmapScheme};
-use oxmm_host::{Machine, MachineConfig};
+use oxmm_host::MachineConfig;
 use serde::Serialize;
 
 /// Options of `oxmm bench rmap-memory`.
@@ -60,15 +58,7 @@ fn measure(scheme: RmapScheme, args: &RmapMemoryArgs) -> anyhow::Result<Vec<MemR
     let mem = bytes + (max + 1) * (bytes / 256 + (64 << 10)) + (128 << 20);
     let cfg =
         MachineConfig { mem_bytes: mem.div_ceil(2 << 20) << 21, cpus: 1, rmap: scheme, ..MachineConfig::default() };
-    let m = Machine::new(cfg).context("booting the hosted machine")?;
-    let mut cpu = m.cpu(0)?;
-    let p = m.new_process(&cpu).map_err(|e| anyhow!("process: {e}"))?;
-    cpu.switch_to(&p);
-    let a =
-        cpu.mmap(0, bytes, Prot::RW, MapFlags::PRIVATE.union(MapFlags::ANONYMOUS)).map_err(|e| anyhow!("mmap: {e}"))?;
-    for i in 0..bytes / 4096 {
-        cpu.write_u8(VirtAddr::new_truncate(a.as_u64() + i * 4096), 1).map_err(|f| anyhow!("touch: {f:?}"))?;
-    }
+    let (m, mut cpu, p) = super::touched_process(cfg, bytes)?;
     let mut kids = Vec::new();
     let mut rows = Vec::new();
     for &n in &args.children {

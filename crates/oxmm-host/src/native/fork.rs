@@ -8,33 +8,14 @@
 use std::io;
 use std::time::{Duration, Instant};
 
+use super::faults::NativeFaults;
+
 /// Map `bytes` of anonymous private memory (THP off, so each 4 KiB page is
 /// a PTE as in oxmm), write one byte per page, then time `reps` rounds of
 /// `fork()` + the child's `_exit(0)` + `waitpid` in the parent.
 pub fn fork_exit_times(bytes: u64, reps: u32) -> io::Result<Vec<Duration>> {
-    let len = usize::try_from(bytes).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "size"))?;
-    // SAFETY:
-    // - anonymous private mapping of `len` bytes at an address the kernel
-    //   chooses; no existing memory is affected.
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    if p == libc::MAP_FAILED {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `p..p+len` is the mapping just created; advice only.
-    unsafe { libc::madvise(p, len, libc::MADV_NOHUGEPAGE) };
-    for off in (0..len).step_by(4096) {
-        // SAFETY: `off < len`: inside the mapping, which is writable.
-        unsafe { std::ptr::write_volatile((p as *mut u8).add(off), 1) };
-    }
+    let mut mapping = NativeFaults::new().map(bytes)?;
+    mapping.touch_pages(&[])?;
     let mut times = Vec::with_capacity(reps as usize);
     for _ in 0..reps {
         let t = Instant::now();
@@ -57,7 +38,6 @@ pub fn fork_exit_times(bytes: u64, reps: u32) -> io::Result<Vec<Duration>> {
         }
         times.push(t.elapsed());
     }
-    // SAFETY: unmaps exactly the mapping created above.
-    unsafe { libc::munmap(p, len) };
+    drop(mapping);
     Ok(times)
 }

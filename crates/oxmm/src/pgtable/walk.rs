@@ -74,7 +74,13 @@ pub unsafe fn translate(sys: &System, root: Pfn, va: VirtAddr, write: bool) -> R
 /// table, waits for it and drops the caller's cached tables at its next
 /// window), or holds the mmap lock.
 #[inline]
-pub unsafe fn translate_from(sys: &System, table: Pfn, level: usize, va: VirtAddr, write: bool) -> Result<Translation, WalkFault> {
+pub unsafe fn translate_from(
+    sys: &System,
+    table: Pfn,
+    level: usize,
+    va: VirtAddr,
+    write: bool,
+) -> Result<Translation, WalkFault> {
     let mut table = table;
     let mut level = level;
     loop {

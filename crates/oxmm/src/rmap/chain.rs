@@ -327,7 +327,7 @@ impl ChainStore {
     pub fn begin<'a>(&'a self, sys: &'a System, cpu: CpuId, add: bool, first_index: u64) -> Batch<'a> {
         let locks = &sys.rmap().locks;
         let mut need = [0u64; super::locks::RMAP_LOCKS / 64];
-        for i in (first_index..first_index + 512).step_by(16) {
+        for i in (first_index..first_index + 512).step_by(64) {
             let slot = super::locks::RmapLocks::slot_of(i);
             need[slot / 64] |= 1 << (slot % 64);
         }
