@@ -172,3 +172,34 @@ fn msync_errors() {
     assert_eq!(r.cpu.msync(a.as_u64(), 4 * PAGE, 4), Ok(()));
     assert_eq!(r.cpu.msync(a.as_u64(), 0, 4), Ok(()));
 }
+
+/// A write through a still-writable shared mapping after another process's
+/// msync cleaned the page: unmapping it through the reverse map must carry
+/// the PTE's dirty bit to the page cache, or the write never reaches the
+/// file. (Regression test from review.)
+#[test]
+fn try_to_unmap_keeps_the_dirty_bit_of_a_shared_file_page() {
+    for scheme in [RmapScheme::PteChains, RmapScheme::Object] {
+        let path = temp_file(&format!("ttu-{scheme:?}"), 2);
+        let mut r = rig(scheme);
+        let f = r.machine.open_file(&path).unwrap();
+        let a = r.cpu.mmap_file(0, 2 * PAGE, Prot::RW, SHARED, &f, 0).unwrap();
+        r.cpu.write_u8(a, 0x11).unwrap();
+        let q = r.machine.new_process(&r.cpu).unwrap();
+        let mut c2 = r.machine.cpu(1).unwrap();
+        c2.switch_to(&q);
+        let b = c2.mmap_file(0, 2 * PAGE, Prot::RW, SHARED, &f, 0).unwrap();
+        c2.msync(b.as_u64(), 2 * PAGE, oxmm::mm::msync::MS_SYNC).unwrap();
+        assert_eq!(file_bytes(&path)[0], 0x11);
+        // Through the still-writable translation: no fault, no dirty mark.
+        r.cpu.write_u8(a, 0x77).unwrap();
+        let pfn = r.proc.mm().pte(r.cpu.id(), a).unwrap().pfn();
+        assert_eq!(oxmm::rmap::try_to_unmap(r.machine.sys(), r.cpu.id(), pfn).unwrap(), 1);
+        r.cpu.msync(a.as_u64(), 2 * PAGE, oxmm::mm::msync::MS_SYNC).unwrap();
+        c2.exit_process(q);
+        drop(c2);
+        drop(f);
+        drop(r);
+        assert_eq!(file_bytes(&path)[0], 0x77, "{scheme:?}: the shared write was lost");
+    }
+}

@@ -140,7 +140,7 @@ mod bugs {
     /// around and frees the upper-level tables that now hold the moved
     /// PTEs (here the PMD page covering both addresses).
     #[test]
-    #[ignore = "BUG: mm/mremap.rs shrinking MAYMOVE|FIXED move frees the destination's page tables (tail unmapped before the new VMA is inserted)"]
+
     fn shrinking_fixed_move_keeps_the_moved_pages() {
         for scheme in SCHEMES {
             let mut r = Rig::with_rmap(scheme);
@@ -194,7 +194,7 @@ mod errno {
     /// mappings succeeds there; oxmm checks the range first and says
     /// EFAULT.
     #[test]
-    #[ignore = "BUG: mm/mremap.rs checks old range inside one VMA (EFAULT) before the shrink/same-size paths; Linux returns success"]
+
     fn shrink_over_two_mappings_succeeds_as_on_linux() {
         let mut r = Rig::new();
         let a = r.map(16 * PAGE, Prot::RW);

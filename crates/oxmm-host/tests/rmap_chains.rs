@@ -307,7 +307,7 @@ mod bugs {
     /// forever while the outer one keeps the writer waiting — a
     /// self-deadlock of two CPUs.
     #[test]
-    #[ignore = "BUG: try_to_unmap re-takes the chain lock for reading (rmap/mod.rs try_to_unmap -> mappings); deadlocks against coalesce"]
+
     fn try_to_unmap_racing_coalesce_does_not_deadlock() {
         let mut r = rig();
         let pages = 64u64;
@@ -350,4 +350,31 @@ mod bugs {
         }
         r.cpu.exit_process(kid);
     }
+}
+
+/// fork changes pte chains only with the chain lock held shared, so it
+/// waits while the node coalescer holds it exclusively. (Regression test
+/// from review: fork used to run its batches without the lock.)
+#[test]
+fn fork_waits_for_the_coalescer() {
+    let mut r = Rig::with_rmap(RmapScheme::PteChains);
+    let a = r.map(64 * PAGE, Prot::RW);
+    r.cpu.fill(a, 64 * PAGE, 1).unwrap();
+    let m = r.machine.clone();
+    let parent = r.proc.clone();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = m.sys().rmap().chains.lock.write();
+    let (d2, m2, p2) = (done.clone(), m.clone(), parent.clone());
+    let forker = std::thread::spawn(move || {
+        let mut cpu = m2.cpu(1).unwrap();
+        let kid = cpu.fork(&p2).unwrap();
+        d2.store(true, std::sync::atomic::Ordering::SeqCst);
+        cpu.exit_process(kid);
+    });
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let finished_under_writer = done.load(std::sync::atomic::Ordering::SeqCst);
+    drop(writer);
+    forker.join().unwrap();
+    assert!(!finished_under_writer, "fork changed pte chains while the coalescer held the chain lock");
+    assert!(done.load(std::sync::atomic::Ordering::SeqCst));
 }

@@ -76,11 +76,16 @@ fn install(mm: &Mm, cpu: CpuId, cache: &PageCache, pfn: Pfn, table: Pfn, idx: us
     // SAFETY: `table` is a live PTE table while the mmap read lock is held;
     // `idx` < 512.
     let slot = unsafe { sys.entry(table, idx) };
+    // The reverse-map entry goes in before the PTE, as for a new anonymous
+    // page: a zap racing the install (MADV_DONTNEED under the read lock)
+    // then finds it to remove, never leaving an entry for a cleared PTE.
+    let r = PteRef::new(table, idx);
+    rmap::add_one(sys, cpu, pfn, r);
     if cas_entry(slot, Pte::NONE, Pte::new(pfn, bits)).is_ok() {
-        rmap::add_one(sys, cpu, pfn, PteRef::new(table, idx));
         mm.add_rss(cpu, kind_of(cache), 1);
         true
     } else {
+        rmap::remove_one(sys, cpu, pfn, r);
         f.mapcount.fetch_sub(1, Ordering::AcqRel);
         sys.put_page(cpu, pfn);
         false

@@ -91,6 +91,9 @@ fn copy_range(parent: &Mm, child: &Mm, g: &mut MmuGather<'_>, cpu: CpuId, vma: &
     let shared = vma.flags & vmflags::SHARED != 0;
     let mut result = Ok(());
     let mut rss = [0i64; 3];
+    // Held across the PTE copies and their reverse-map changes, so the
+    // node coalescer never sees them disagree.
+    let _chains = crate::rmap::guard(sys, cpu);
     // SAFETY: the parent's mmap write lock is held for the whole walk;
     // slots are used only inside their step.
     unsafe {

@@ -101,6 +101,9 @@ impl Mm {
             && st.vmas.overlapping(vma.end, addr + new_len).is_empty()
         {
             let grown = Vma { start: vma.end, end: addr + new_len, pgoff: vma.index_of(vma.end), ..vma };
+            if let Some(c) = st.files.get(&vma.file) {
+                c.add_user(&self.arc(), grown.pgoff, grown.pgoff + ((grown.end - grown.start) >> 12));
+            }
             st.vmas.insert(grown);
             return Ok(VirtAddr::new_truncate(addr));
         }
@@ -127,7 +130,11 @@ impl Mm {
         // destination's VMA goes in before the source's empty page tables
         // are freed, so that tables it now uses are kept.
         st.vmas.remove_range(addr, addr + moved);
-        st.vmas.insert(Vma { start: dest, end: dest + new_len, pgoff: vma.index_of(addr), ..vma });
+        let moved_vma = Vma { start: dest, end: dest + new_len, pgoff: vma.index_of(addr), ..vma };
+        if let Some(c) = st.files.get(&vma.file) {
+            c.add_user(&self.arc(), moved_vma.pgoff, moved_vma.pgoff + (new_len >> 12));
+        }
+        st.vmas.insert(moved_vma);
         let floor = st.vmas.prev(addr).map(|v| v.end).unwrap_or(0);
         let ceiling = st.vmas.find_from(addr + moved).map(|v| v.start).unwrap_or(USER_TOP);
         free_tables(sys, &mut g, self.root(), addr, addr + moved, floor, ceiling);

@@ -133,6 +133,9 @@ impl PageCache {
         let todo: Vec<u64> = self.dirty.lock().range(first..=last).copied().collect();
         for index in todo {
             let Some(pfn) = self.lookup(index) else { continue };
+            // Clean before writing: a write through a mapping during the
+            // I/O re-dirties the page and is written next time.
+            self.dirty.lock().remove(&index);
             // SAFETY:
             // - the frame is cached (the cache holds a reference), so it is
             //   live frame memory in the direct map;
@@ -140,8 +143,10 @@ impl PageCache {
             //   mappings — as with a kernel's writeback, what is written is
             //   some state of the page; the bytes are plain data.
             let buf = unsafe { core::slice::from_raw_parts(sys.frame_ptr(pfn), PAGE_SIZE as usize) };
-            src.write_page(index, buf)?;
-            self.dirty.lock().remove(&index);
+            if let Err(e) = src.write_page(index, buf) {
+                self.dirty.lock().insert(index);
+                return Err(e);
+            }
         }
         Ok(())
     }

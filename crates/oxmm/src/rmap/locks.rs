@@ -1,10 +1,12 @@
 //! Hashed rmap locks (seed 001's `lock_rmap`).
 //!
 //! A page's reverse map is protected by one of [`RMAP_LOCKS`] spin locks,
-//! chosen by the page's `index`. Because the index can change (mremap
-//! re-indexes a moved page, under the lock), `lock_rmap` reads the index,
-//! takes that lock, and re-checks the index: if it changed while waiting,
-//! the wrong lock is held, so it lets go and tries again. The normal case
+//! chosen by the page's `index`. Because the index can change
+//! ([`RmapLocks::set_index`], under the lock of the old index — e.g. a
+//! kernel re-indexing a moved page), `lock_rmap` reads the index, takes
+//! that lock, and re-checks the index: if it changed while waiting, the
+//! wrong lock is held, so it lets go and tries again. (oxmm's own mremap
+//! keeps indexes and names moved PTEs with explicit entries instead.) The normal case
 //! costs one lock acquisition and one extra load. `set_index` changes the
 //! index under the lock it is leaving.
 //!

@@ -393,13 +393,19 @@ pub fn page_referenced(sys: &System, cpu: CpuId, pfn: Pfn) -> SysResult<usize> {
 pub fn try_to_unmap(sys: &System, cpu: CpuId, pfn: Pfn) -> SysResult<usize> {
     let mut n = 0;
     for_each_locked(sys, cpu, pfn, |mm, slot, va, r, g| {
-        let old = load_entry(slot);
-        if !(old.maps_frame() && old.pfn() == pfn) {
+        if !(load_entry(slot).maps_frame() && load_entry(slot).pfn() == pfn) {
             return;
         }
-        xchg_entry(slot, Pte::NONE);
+        // The exchange returns the dirty bit set up to this instant: a
+        // shared file page written through this PTE must reach writeback.
+        let old = xchg_entry(slot, Pte::NONE);
         g.add_range(va, va + PAGE_SIZE);
         let f = sys.phys.frame(pfn);
+        if old.is_dirty() && f.has(flags::FILE) {
+            if let Some(c) = sys.caches().get(f.mapping.load(Ordering::Relaxed)) {
+                c.mark_dirty(f.index.load(Ordering::Relaxed));
+            }
+        }
         f.mapcount.fetch_sub(1, Ordering::AcqRel);
         if let Some(kind) = crate::mm::rss::kind_of_frame(f.flags()) {
             mm.add_rss(cpu, kind, -1);
