@@ -359,7 +359,8 @@ fn for_each_locked(
         let mut g = MmuGather::new(sys, cpu, mm.id());
         f(&mm, slot, m.va, r, &mut g);
         g.finish(mm.cpumask());
-        drop(st);
+        // The guards go in reverse order at the end of the iteration: the
+        // table lock before the mmap lock that keeps the table alive.
     }
     Ok(())
 }
