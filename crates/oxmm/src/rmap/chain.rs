@@ -515,15 +515,46 @@ enum GroupNew {
 
 impl Batch<'_> {
     /// Apply this batch's change for `f` (frame `pfn`) mapped by `r`.
-    #[inline]
+    ///
+    /// The fast path — the page continues the current group: same kind of
+    /// old map normalising to the same entry, its TABLE entry at its own
+    /// slot, its lock held — is a few compares and one store, inlined into
+    /// fork's and zap's loops; anything else goes to [`Batch::push_slow`].
+    #[inline(always)]
     pub fn push(&mut self, pfn: Pfn, r: PteRef, f: &Frame) {
         let index = f.index.load(Relaxed);
+        let w = f.rmap.load(Relaxed);
+        if let Some(g) = &mut self.group {
+            let slot = super::locks::RmapLocks::slot_of(index);
+            let own_slot = r.slot() as u64 == index & 511 && r.table().as_u64() == g.key.2;
+            let same_map = match g.key.0 {
+                0 => w == 0,
+                1 => w & DIRECT != 0 && (w & 511) == index & 511 && (w & !TAGS) >> 9 == g.key.1,
+                2 => w == g.key.1,
+                _ => false,
+            };
+            if own_slot && same_map && self.need[slot / 64] & (1 << (slot % 64)) != 0 {
+                match g.new {
+                    GroupNew::Chain(h) => f.rmap.store(CHAIN | h, Relaxed),
+                    GroupNew::Direct(entry) => f.rmap.store(DIRECT | entry_ref(entry, index).0, Relaxed),
+                    GroupNew::Empty => f.rmap.store(0, Relaxed),
+                    GroupNew::Unchanged => return,
+                }
+                g.count += 1;
+                return;
+            }
+        }
+        self.push_slow(pfn, r, f, index, w);
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn push_slow(&mut self, pfn: Pfn, r: PteRef, f: &Frame, index: u64, w: u64) {
         let slot = super::locks::RmapLocks::slot_of(index);
         if self.need[slot / 64] & (1 << (slot % 64)) == 0 {
             self.stragglers.push((pfn, r));
             return;
         }
-        let w = f.rmap.load(Relaxed);
         let e = entry_for(r, index);
         let key = if w & DIRECT != 0 {
             (1, entry_for(PteRef(w & !TAGS), index), e)
