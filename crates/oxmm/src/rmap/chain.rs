@@ -501,6 +501,20 @@ struct Group {
     count: u64,
 }
 
+impl Group {
+    /// Point `f` (index `index`) at the group's new map.
+    #[inline(always)]
+    fn apply(&mut self, f: &Frame, index: u64) {
+        match self.new {
+            GroupNew::Chain(h) => f.rmap.store(CHAIN | h, Relaxed),
+            GroupNew::Direct(entry) => f.rmap.store(DIRECT | entry_ref(entry, index).0, Relaxed),
+            GroupNew::Empty => f.rmap.store(0, Relaxed),
+            GroupNew::Unchanged => return,
+        }
+        self.count += 1;
+    }
+}
+
 enum GroupNew {
     /// A chain shared by the group (its references are set at the end).
     Chain(u64),
@@ -534,13 +548,7 @@ impl Batch<'_> {
                 _ => false,
             };
             if own_slot && same_map && self.need[slot / 64] & (1 << (slot % 64)) != 0 {
-                match g.new {
-                    GroupNew::Chain(h) => f.rmap.store(CHAIN | h, Relaxed),
-                    GroupNew::Direct(entry) => f.rmap.store(DIRECT | entry_ref(entry, index).0, Relaxed),
-                    GroupNew::Empty => f.rmap.store(0, Relaxed),
-                    GroupNew::Unchanged => return,
-                }
-                g.count += 1;
+                g.apply(f, index);
                 return;
             }
         }
@@ -569,14 +577,7 @@ impl Batch<'_> {
             self.finish_group();
             self.group = Some(self.start_group(key, w, index, e));
         }
-        let g = self.group.as_mut().expect("a group was just started");
-        match g.new {
-            GroupNew::Chain(h) => f.rmap.store(CHAIN | h, Relaxed),
-            GroupNew::Direct(entry) => f.rmap.store(DIRECT | entry_ref(entry, index).0, Relaxed),
-            GroupNew::Empty => f.rmap.store(0, Relaxed),
-            GroupNew::Unchanged => return,
-        }
-        g.count += 1;
+        self.group.as_mut().expect("a group was just started").apply(f, index);
     }
 
     fn start_group(&self, key: (u8, u64, u64), w: u64, index: u64, e: u64) -> Group {
