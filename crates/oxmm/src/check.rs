@@ -296,7 +296,7 @@ fn check_rmap(
                 v
             }
             RmapScheme::Object => crate::rmap::object_mappings(sys, pfn, &|m: &Mm| {
-                mms.iter().zip(guards.iter()).find(|(x, _)| x.id() == m.id()).map(|(x, g)| (x.root(), g.vmas.clone()))
+                mms.iter().zip(guards.iter()).find(|(x, _)| x.id() == m.id()).map(|(x, g)| (x.root(), &g.vmas))
             })
             .into_iter()
             .map(|m| m.pte)

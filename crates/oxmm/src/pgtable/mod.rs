@@ -113,6 +113,21 @@ pub unsafe fn pte_slot_alloc(
 /// As for [`pte_slot_alloc`]: the mmap lock of `root`'s mm is held while
 /// the returned reference is used.
 pub unsafe fn pte_slot(sys: &System, root: Pfn, va: VirtAddr) -> Result<&HwAtomicU64, SlotError> {
+    // SAFETY: forwarded from the caller.
+    let table = unsafe { pte_table(sys, root, va) }?;
+    // SAFETY: as in `pte_slot_alloc`.
+    Ok(unsafe { sys.entry(table, va.table_index(1)) })
+}
+
+/// The PTE table (level-1 page-table page) covering `va`, if every table on
+/// the way exists: with the slot index `va.table_index(1)`, what names a
+/// PTE in the reverse map.
+///
+/// # Safety
+///
+/// As for [`pte_slot`]: the mmap lock of `root`'s mm is held while the
+/// table is used.
+pub unsafe fn pte_table(sys: &System, root: Pfn, va: VirtAddr) -> Result<Pfn, SlotError> {
     let mut table = root;
     for level in (2..=Native::LEVELS).rev() {
         // SAFETY: as in `pte_slot_alloc`.
@@ -123,6 +138,5 @@ pub unsafe fn pte_slot(sys: &System, root: Pfn, va: VirtAddr) -> Result<&HwAtomi
             EntryKind::None => return Err(SlotError::Missing),
         }
     }
-    // SAFETY: as in `pte_slot_alloc`.
-    Ok(unsafe { sys.entry(table, va.table_index(1)) })
+    Ok(table)
 }

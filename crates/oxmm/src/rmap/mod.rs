@@ -236,55 +236,62 @@ pub fn chain_refs(sys: &System, pfn: Pfn) -> Vec<PteRef> {
     v
 }
 
-/// Object scheme: where `pfn` would be mapped, computed from its anon_vma
-/// and index through the VMAs `vmas_of` gives for a member mm id (the
-/// caller holds those mms' mmap locks). Only addresses whose PTE maps
-/// `pfn` are returned.
-pub fn object_mappings(sys: &System, pfn: Pfn, vmas_of: &dyn Fn(&Mm) -> Option<(Pfn, VmaTree)>) -> Vec<Mapping> {
+/// Object scheme: the object of `pfn` — its anon_vma, or for a file or
+/// shmem page its page cache, whose interval tree names the address spaces
+/// mapping its index — as (member address spaces, object id, is a file,
+/// index); `None` if the object is gone.
+fn object_of(sys: &System, pfn: Pfn) -> Option<(Vec<Arc<Mm>>, u64, bool, u64)> {
     let f = sys.phys.frame(pfn);
     let index = f.index.load(Ordering::Relaxed);
     let id = f.mapping.load(Ordering::Relaxed);
-    // An anonymous page's object is its anon_vma; a file or shmem page's is
-    // its page cache, whose interval tree names the address spaces mapping
-    // its index.
-    let (members, is_file) = if f.flags() & (flags::FILE | flags::SHMEM) != 0 {
-        match sys.caches().get(id) {
-            Some(c) => (c.users_of(index), true),
-            None => return Vec::new(),
-        }
+    if f.flags() & (flags::FILE | flags::SHMEM) != 0 {
+        Some((sys.caches().get(id)?.users_of(index), id, true, index))
     } else {
-        match sys.rmap().objects.get(id) {
-            Some(av) => (av.members(), false),
-            None => return Vec::new(),
+        Some((sys.rmap().objects.get(id)?.members(), id, false, index))
+    }
+}
+
+/// Object scheme: the mappings of `pfn` (object `id`, page `index`) in one
+/// address space, from its VMAs tagged with the object. Only addresses
+/// whose PTE maps `pfn` count.
+///
+/// Enters with: that address space's mmap lock (`root`, `vmas` are its).
+fn object_mappings_in(
+    sys: &System,
+    pfn: Pfn,
+    (id, is_file, index): (u64, bool, u64),
+    (mm, root, vmas): (u64, Pfn, &VmaTree),
+    out: &mut Vec<Mapping>,
+) {
+    for v in vmas.iter().filter(|v| if is_file { v.file == id } else { v.anon_vma == id }) {
+        let Some(a) = v.address_of(index) else { continue };
+        let va = VirtAddr::new_truncate(a);
+        // SAFETY: the caller holds this mm's mmap lock while we look.
+        let Ok(table) = (unsafe { crate::pgtable::pte_table(sys, root, va) }) else { continue };
+        // SAFETY: as above; the slot index is below 512.
+        let pte = load_entry(unsafe { sys.entry(table, va.table_index(1)) });
+        if pte.maps_frame() && pte.pfn() == pfn {
+            out.push(Mapping { mm, va, pte: PteRef::new(table, va.table_index(1)) });
         }
-    };
+    }
+}
+
+/// Object scheme: where `pfn` is mapped, through the VMAs `vmas_of` gives
+/// for each member address space (the caller holds those mms' mmap locks,
+/// as the checker does).
+pub fn object_mappings<'a>(
+    sys: &System,
+    pfn: Pfn,
+    vmas_of: &dyn Fn(&Mm) -> Option<(Pfn, &'a VmaTree)>,
+) -> Vec<Mapping> {
     let mut out = Vec::new();
+    let Some((members, id, is_file, index)) = object_of(sys, pfn) else { return out };
     for mm in members {
-        let Some((root, vmas)) = vmas_of(&mm) else { continue };
-        for v in vmas.iter().filter(|v| if is_file { v.file == id } else { v.anon_vma == id }) {
-            let Some(a) = v.address_of(index) else { continue };
-            let va = VirtAddr::new_truncate(a);
-            // SAFETY: the caller holds this mm's mmap lock while we look.
-            let Ok(slot) = (unsafe { crate::pgtable::pte_slot(sys, root, va) }) else { continue };
-            let pte = load_entry(slot);
-            if pte.maps_frame() && pte.pfn() == pfn {
-                out.push(Mapping { mm: mm.id(), va, pte: pte_ref_of(sys, root, va) });
-            }
+        if let Some((root, vmas)) = vmas_of(&mm) {
+            object_mappings_in(sys, pfn, (id, is_file, index), (mm.id(), root, vmas), &mut out);
         }
     }
     out
-}
-
-/// The PteRef of the PTE mapping `va` under `root` (its table must exist).
-fn pte_ref_of(sys: &System, root: Pfn, va: VirtAddr) -> PteRef {
-    let mut table = root;
-    for level in (2..=4).rev() {
-        // SAFETY: called with the mm's mmap lock held (see callers); the
-        // walk only follows present table entries.
-        let e = load_entry(unsafe { sys.entry(table, va.table_index(level)) });
-        table = e.pfn();
-    }
-    PteRef::new(table, va.table_index(1))
 }
 
 /// Every mapping of `pfn` (user pages; the zero page has none).
@@ -305,28 +312,13 @@ pub fn mappings(sys: &System, cpu: CpuId, pfn: Pfn) -> SysResult<Vec<Mapping>> {
                 .collect())
         }
         RmapScheme::Object => {
-            let f = sys.phys.frame(pfn);
-            let id = f.mapping.load(Ordering::Relaxed);
-            let members = if f.flags() & (flags::FILE | flags::SHMEM) != 0 {
-                match sys.caches().get(id) {
-                    Some(c) => c.users_of(f.index.load(Ordering::Relaxed)),
-                    None => return Ok(Vec::new()),
-                }
-            } else {
-                match sys.rmap().objects.get(id) {
-                    Some(av) => av.members(),
-                    None => return Ok(Vec::new()),
-                }
-            };
             let mut out = Vec::new();
+            let Some((members, id, is_file, index)) = object_of(sys, pfn) else { return Ok(out) };
             for mm in members {
                 let st = mm.read(cpu);
-                if st.dead {
-                    continue;
+                if !st.dead {
+                    object_mappings_in(sys, pfn, (id, is_file, index), (mm.id(), mm.root(), &st.vmas), &mut out);
                 }
-                let vmas = st.vmas.clone();
-                let root = mm.root();
-                out.extend(object_mappings(sys, pfn, &|m: &Mm| (m.id() == mm.id()).then(|| (root, vmas.clone()))));
             }
             Ok(out)
         }
@@ -352,9 +344,11 @@ fn for_each_locked(
             continue;
         }
         let _chains = guard(sys, cpu);
-        // SAFETY: the mmap read lock `st` is held while the slot is used.
-        let Ok(slot) = (unsafe { crate::pgtable::pte_slot(sys, mm.root(), m.va) }) else { continue };
-        let r = pte_ref_of(sys, mm.root(), m.va);
+        // SAFETY: the mmap read lock `st` is held while the table is used.
+        let Ok(table) = (unsafe { crate::pgtable::pte_table(sys, mm.root(), m.va) }) else { continue };
+        let r = PteRef::new(table, m.va.table_index(1));
+        // SAFETY: as above; the slot index is below 512.
+        let slot = unsafe { sys.entry(table, r.slot()) };
         let _ptl = PtlGuard::lock(sys, r.table());
         let mut g = MmuGather::new(sys, cpu, mm.id());
         f(&mm, slot, m.va, r, &mut g);
