@@ -260,58 +260,81 @@ impl ChainStore {
         }
     }
 
-    /// Apply one change to a group of frames whose maps are equivalent
-    /// (the same chain, or direct references that normalise to the same
-    /// entry, or none): add entry `e` or remove it. Every frame's rmap lock
-    /// is held.
-    fn apply_group(&self, sys: &System, cpu: CpuId, frames: &[&Frame], change: Change) {
-        let n = frames.len() as u64;
-        let f0 = frames[0];
-        let old = f0.rmap.load(Relaxed);
-        let index0 = f0.index.load(Relaxed);
+    /// A group of pages whose old maps are equivalent (one chain, direct
+    /// references normalising to the same entry, or none; `w` and `index`
+    /// are one of them) getting entry `e` added (`add`) or removed: the new
+    /// map they will share. A removal of an entry that is not there changes
+    /// nothing (the checker reports it); no node memory leaves the maps as
+    /// they are and counts the loss.
+    #[allow(clippy::too_many_arguments)]
+    fn start_group(
+        &self,
+        sys: &System,
+        cpu: CpuId,
+        add: bool,
+        key: (u8, u64, u64),
+        w: u64,
+        index: u64,
+        e: u64,
+    ) -> Group {
         let mut es: Vec<u64> = Vec::new();
-        if old & DIRECT != 0 {
-            es.push(entry_for(PteRef(old & !TAGS), index0));
-        } else if old & CHAIN != 0 {
-            self.entries(sys, old & !TAGS, &mut es);
+        let old_chain = (w & CHAIN != 0).then_some(w & !TAGS);
+        if w & DIRECT != 0 {
+            es.push(entry_for(PteRef(w & !TAGS), index));
+        } else if let Some(h) = old_chain {
+            self.entries(sys, h, &mut es);
         }
-        match change {
-            Change::Add(e) => es.push(e),
-            Change::Remove(e) => match es.iter().position(|x| *x == e) {
+        let mut unchanged = false;
+        if add {
+            es.push(e);
+        } else {
+            match es.iter().position(|x| *x == e) {
                 Some(i) => {
                     es.remove(i);
                 }
-                // Not there: nothing to change (the checker reports it).
-                None => return,
-            },
-        }
-        let was_chain = old & CHAIN != 0;
-        if es.is_empty() {
-            for f in frames {
-                f.rmap.store(0, Relaxed);
+                None => unchanged = true,
             }
-        } else if !was_chain && es.len() == 1 {
+        }
+        let new = if unchanged {
+            GroupNew::Unchanged
+        } else if es.is_empty() {
+            GroupNew::Empty
+        } else if old_chain.is_none() && es.len() == 1 {
             // A single mapping of a page that had at most one: direct.
-            for f in frames {
-                f.rmap.store(DIRECT | entry_ref(es[0], f.index.load(Relaxed)).0, Relaxed);
-            }
+            GroupNew::Direct(es[0])
         } else {
-            let Some(h) = self.build(sys, cpu, &es, n) else {
-                // Out of node memory: the frames keep their old maps and the
-                // loss is counted (the checker reports the missing entry).
-                sys.stats.inc(cpu, crate::stats::Stat::RmapAllocFail);
-                return;
-            };
-            for f in frames {
-                f.rmap.store(CHAIN | h, Relaxed);
+            match self.build(sys, cpu, &es, 0) {
+                Some(h) => GroupNew::Chain(h),
+                None => {
+                    sys.stats.inc(cpu, crate::stats::Stat::RmapAllocFail);
+                    GroupNew::Unchanged
+                }
+            }
+        };
+        Group { key, old_chain, new, count: 0 }
+    }
+
+    /// Settle a group once its pages point at the new map: the new chain
+    /// gets one reference per page, the old one loses as many.
+    fn finish_group(&self, sys: &System, cpu: CpuId, g: Group) {
+        if let GroupNew::Chain(h) = g.new {
+            if g.count == 0 {
+                self.release_unused(sys, cpu, h);
+            } else {
+                self.add_ref(sys, h, g.count);
             }
         }
-        let is_chain = f0.rmap.load(Relaxed) & CHAIN != 0;
-        if was_chain != is_chain {
-            self.chained_frames.fetch_add(if is_chain { n as i64 } else { -(n as i64) }, Relaxed);
+        if matches!(g.new, GroupNew::Unchanged) || g.count == 0 {
+            return;
         }
-        if was_chain {
-            self.release(sys, cpu, old & !TAGS, n);
+        let is_chain = matches!(g.new, GroupNew::Chain(_));
+        let was_chain = g.old_chain.is_some();
+        if was_chain != is_chain {
+            let n = g.count as i64;
+            self.chained_frames.fetch_add(if is_chain { n } else { -n }, Relaxed);
+        }
+        if let Some(old) = g.old_chain {
+            self.release(sys, cpu, old, g.count);
         }
     }
 
@@ -348,8 +371,10 @@ impl ChainStore {
     pub fn one(&self, sys: &System, cpu: CpuId, pfn: Pfn, r: PteRef, add: bool) {
         let f = sys.phys.frame(pfn);
         let _g = sys.rmap().locks.lock_rmap(f);
-        let e = entry_for(r, f.index.load(Relaxed));
-        self.apply_group(sys, cpu, &[f], if add { Change::Add(e) } else { Change::Remove(e) });
+        let (w, index) = (f.rmap.load(Relaxed), f.index.load(Relaxed));
+        let mut group = self.start_group(sys, cpu, add, (3, pfn.as_u64(), 0), w, index, entry_for(r, index));
+        group.apply(f, index);
+        self.finish_group(sys, cpu, group);
     }
 
     /// Seed 000's node-page defragmentation: move the nodes of sparse node
@@ -451,12 +476,6 @@ impl ChainStore {
     }
 }
 
-#[derive(Clone, Copy)]
-enum Change {
-    Add(u64),
-    Remove(u64),
-}
-
 impl ChainStore {
     /// Record the first mapping of a fresh, unpublished page (no lock: the
     /// page is not visible to anyone yet).
@@ -469,12 +488,6 @@ impl ChainStore {
     #[inline]
     pub fn clear_unpublished(frame: &Frame) {
         frame.rmap.store(0, Relaxed);
-    }
-
-    /// Add `n` references to a chain (used when frames are re-pointed in
-    /// bulk).
-    pub fn hold(&self, sys: &System, head: u64, n: u64) {
-        self.add_ref(sys, head, n)
     }
 }
 
@@ -580,65 +593,13 @@ impl Batch<'_> {
         self.group.as_mut().expect("a group was just started").apply(f, index);
     }
 
-    fn start_group(&self, key: (u8, u64, u64), w: u64, index: u64, e: u64) -> Group {
-        let (store, sys) = (self.store, self.sys);
-        let mut es: Vec<u64> = Vec::new();
-        let old_chain = (w & CHAIN != 0).then_some(w & !TAGS);
-        if w & DIRECT != 0 {
-            es.push(entry_for(PteRef(w & !TAGS), index));
-        } else if let Some(h) = old_chain {
-            store.entries(sys, h, &mut es);
-        }
-        let mut unchanged = false;
-        if self.add {
-            es.push(e);
-        } else {
-            match es.iter().position(|x| *x == e) {
-                Some(i) => {
-                    es.remove(i);
-                }
-                None => unchanged = true,
-            }
-        }
-        let new = if unchanged {
-            GroupNew::Unchanged
-        } else if es.is_empty() {
-            GroupNew::Empty
-        } else if old_chain.is_none() && es.len() == 1 {
-            GroupNew::Direct(es[0])
-        } else {
-            match store.build(sys, self.cpu, &es, 0) {
-                Some(h) => GroupNew::Chain(h),
-                None => {
-                    sys.stats.inc(self.cpu, crate::stats::Stat::RmapAllocFail);
-                    GroupNew::Unchanged
-                }
-            }
-        };
-        Group { key, old_chain, new, count: 0 }
+    fn start_group(&mut self, key: (u8, u64, u64), w: u64, index: u64, e: u64) -> Group {
+        self.store.start_group(self.sys, self.cpu, self.add, key, w, index, e)
     }
 
     fn finish_group(&mut self) {
-        let Some(g) = self.group.take() else { return };
-        let (store, sys, cpu) = (self.store, self.sys, self.cpu);
-        if let GroupNew::Chain(h) = g.new {
-            if g.count == 0 {
-                store.release_unused(sys, cpu, h);
-            } else {
-                store.add_ref(sys, h, g.count);
-            }
-        }
-        if matches!(g.new, GroupNew::Unchanged) || g.count == 0 {
-            return;
-        }
-        let is_chain = matches!(g.new, GroupNew::Chain(_));
-        let was_chain = g.old_chain.is_some();
-        if was_chain != is_chain {
-            let n = g.count as i64;
-            store.chained_frames.fetch_add(if is_chain { n } else { -n }, Relaxed);
-        }
-        if let Some(old) = g.old_chain {
-            store.release(sys, cpu, old, g.count);
+        if let Some(g) = self.group.take() {
+            self.store.finish_group(self.sys, self.cpu, g);
         }
     }
 
