@@ -36,7 +36,11 @@ pub(crate) fn setup_new_page(mm: &Mm, vma: &Vma, f: &Frame, va: VirtAddr, r: Pte
     let owner = if vma.anon_vma != 0 { vma.anon_vma } else { mm.id() };
     f.mapping.store(owner, Ordering::Relaxed);
     f.mapcount.store(1, Ordering::Relaxed);
-    f.flags.fetch_or(flags::ANON, Ordering::Relaxed);
+    // Not a locked RMW (Linux's `__folio_set_anon`): the frame is ours
+    // alone until the PTE publishes it, so nothing else changes its flags;
+    // and a locked instruction here would wait for the page's zeroing
+    // stores to drain on every page.
+    f.flags.store(f.flags.load(Ordering::Relaxed) | flags::ANON, Ordering::Relaxed);
     rmap::new_page(mm.sys(), f, r);
 }
 
@@ -45,7 +49,7 @@ pub(crate) fn setup_new_page(mm: &Mm, vma: &Vma, f: &Frame, va: VirtAddr, r: Pte
 #[inline]
 pub(crate) fn undo_new_page(f: &Frame) {
     f.mapcount.store(0, Ordering::Relaxed);
-    f.flags.fetch_and(!flags::ANON, Ordering::Relaxed);
+    f.flags.store(f.flags.load(Ordering::Relaxed) & !flags::ANON, Ordering::Relaxed);
     rmap::unpublished(f);
 }
 
