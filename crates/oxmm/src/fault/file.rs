@@ -23,6 +23,7 @@ use crate::mm::rss::RssKind;
 use crate::mm::vma::Vma;
 use crate::mm::Mm;
 use crate::pagecache::{CacheError, PageCache};
+use crate::phys::Gfp;
 use crate::platform::CpuId;
 use crate::rmap::{self, PteRef};
 use crate::stats::Stat;
@@ -111,7 +112,8 @@ pub fn do_file_page(
     let src = cache.get(sys, cpu, index).map_err(cache_err)?;
     if access == Access::Write && !vma.is_shared() {
         // Copy-on-write at first touch: a private anonymous copy.
-        let pfn = sys.alloc_user_page(cpu).ok_or(FaultError::Oom)?;
+        // Not zeroed: the copy overwrites every byte.
+        let pfn = sys.phys.alloc_frame(cpu, Gfp::MOVABLE).ok_or(FaultError::Oom)?;
         sys.copy_frame(pfn, src);
         let f = sys.phys.frame(pfn);
         setup_new_page(mm, vma, f, va, PteRef::new(table, idx));

@@ -24,6 +24,7 @@ use crate::mm::vma::Vma;
 use crate::mm::Mm;
 use crate::pgtable::lock::PtlGuard;
 use crate::phys::frame::flags;
+use crate::phys::Gfp;
 use crate::platform::CpuId;
 use crate::rmap::{self, PteRef};
 use crate::stats::Stat;
@@ -70,7 +71,9 @@ pub fn do_wp_page(
         }
         sys.phys.frame(old_pfn).refcount.fetch_add(1, Ordering::Relaxed);
     }
-    let Some(pfn) = sys.alloc_user_page(cpu) else {
+    // Zeroed only for the zero page; a copy overwrites every byte.
+    let fresh = if is_zero { sys.alloc_user_page(cpu) } else { sys.phys.alloc_frame(cpu, Gfp::MOVABLE) };
+    let Some(pfn) = fresh else {
         if !is_zero {
             sys.put_page(cpu, old_pfn);
         }
