@@ -12,6 +12,11 @@ use crate::addr::Pfn;
 use crate::sync::{AtomicI32, AtomicU32, AtomicU64, Ordering, RawSpin};
 
 /// Frame flag bits.
+///
+/// A free frame has none, except [`flags::BUDDY`] on the first frame of a
+/// free buddy block: frames in a per-CPU cache are marked by nothing, so
+/// moving 64 of them from the buddy lists to a cache does not write 64
+/// metadata lines (they are written once, at allocation).
 pub mod flags {
     /// Reserved at boot (frame 0, holes): never allocated.
     pub const RESERVED: u32 = 1 << 0;
@@ -25,8 +30,6 @@ pub mod flags {
     pub const ZERO: u32 = 1 << 4;
     /// Allocated (not free, not in a per-CPU cache).
     pub const ALLOCATED: u32 = 1 << 5;
-    /// In a per-CPU page cache (free, but not in the buddy lists).
-    pub const PCP: u32 = 1 << 6;
     /// Movable (user pages and page tables: migration and compaction may
     /// move it).
     pub const MOVABLE: u32 = 1 << 7;

@@ -331,11 +331,7 @@ impl PhysMem {
                 // out in ascending order: consecutive faults then zero
                 // consecutive frames, which the hardware prefetchers follow
                 // across page boundaries.
-                for i in (0..1u64 << order).rev() {
-                    let q = p.add(i);
-                    self.frame(q).flags.store(flags::PCP, Ordering::Relaxed);
-                    buf.push(q.as_u64() as u32);
-                }
+                buf.extend((0..1u64 << order).rev().map(|i| p.add(i).as_u64() as u32));
                 n += 1 << order;
             }
             z.free_count.store(fa.free, Ordering::Relaxed);
@@ -430,7 +426,6 @@ impl PhysMem {
             self.buddy_free(pfn, 0);
             return;
         }
-        self.frame(pfn).flags.store(flags::PCP, Ordering::Relaxed);
         let pcp = &self.pcp[cpu.index() % self.pcp.len()];
         pcp.push(z.kind, pfn, |drain| {
             self.took_zone_lock(Some(cpu));

@@ -20,7 +20,10 @@ pub const HIGH: usize = 8 * BATCH;
 /// The caches of one CPU.
 pub struct PerCpuPages {
     lists: [Mutex<Vec<u32>>; 2],
-    count: AtomicU64,
+    /// Frames in each list, for readers that do not take the lock. Written
+    /// only under that list's lock, so a plain load and store update it
+    /// (no locked instruction on the allocation path).
+    counts: [AtomicU64; 2],
 }
 
 impl PerCpuPages {
@@ -28,13 +31,19 @@ impl PerCpuPages {
     pub fn new() -> Self {
         PerCpuPages {
             lists: [new_mutex(Vec::with_capacity(HIGH + 1)), new_mutex(Vec::with_capacity(HIGH + 1))],
-            count: AtomicU64::new(0),
+            counts: [AtomicU64::new(0), AtomicU64::new(0)],
         }
     }
 
     /// Frames held.
     pub fn count(&self) -> u64 {
-        self.count.load(Ordering::Relaxed)
+        self.counts.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+    }
+
+    /// Record the length of list `kind` (the caller holds its lock).
+    #[inline(always)]
+    fn set_count(&self, kind: ZoneKind, len: usize) {
+        self.counts[kind as usize].store(len as u64, Ordering::Relaxed);
     }
 
     /// Pop a frame of `kind`, refilling with `refill` (which pushes up to
@@ -43,12 +52,11 @@ impl PerCpuPages {
     pub fn pop(&self, kind: ZoneKind, refill: impl FnOnce(&mut Vec<u32>) -> usize) -> Option<Pfn> {
         let mut l = self.lists[kind as usize].lock();
         if l.is_empty() {
-            let n = refill(&mut l);
-            self.count.fetch_add(n as u64, Ordering::Relaxed);
+            refill(&mut l);
         }
-        let p = l.pop()?;
-        self.count.fetch_sub(1, Ordering::Relaxed);
-        Some(Pfn::new_unchecked(p as u64))
+        let p = l.pop();
+        self.set_count(kind, l.len());
+        Some(Pfn::new_unchecked(p? as u64))
     }
 
     /// Pop up to `out.len()` frames of `kind` under one lock, refilling
@@ -57,12 +65,8 @@ impl PerCpuPages {
         let mut l = self.lists[kind as usize].lock();
         let mut n = 0;
         while n < out.len() {
-            if l.is_empty() {
-                let got = refill(&mut l);
-                self.count.fetch_add(got as u64, Ordering::Relaxed);
-                if got == 0 {
-                    break;
-                }
+            if l.is_empty() && refill(&mut l) == 0 {
+                break;
             }
             let take = (out.len() - n).min(l.len());
             for _ in 0..take {
@@ -70,8 +74,8 @@ impl PerCpuPages {
                 out[n] = Pfn::new_unchecked(p as u64);
                 n += 1;
             }
-            self.count.fetch_sub(take as u64, Ordering::Relaxed);
         }
+        self.set_count(kind, l.len());
         n
     }
 
@@ -80,19 +84,19 @@ impl PerCpuPages {
     pub fn push(&self, kind: ZoneKind, pfn: Pfn, drain: impl FnOnce(&[u32])) {
         let mut l = self.lists[kind as usize].lock();
         l.push(pfn.as_u64() as u32);
-        self.count.fetch_add(1, Ordering::Relaxed);
         if l.len() > HIGH {
             drain(&l[..BATCH]);
             l.drain(..BATCH);
-            self.count.fetch_sub(BATCH as u64, Ordering::Relaxed);
         }
+        self.set_count(kind, l.len());
     }
 
     /// Take one frame (another CPU's last resort, or a drain).
     pub fn steal(&self, kind: ZoneKind) -> Option<Pfn> {
-        let p = self.lists[kind as usize].lock().pop()?;
-        self.count.fetch_sub(1, Ordering::Relaxed);
-        Some(Pfn::new_unchecked(p as u64))
+        let mut l = self.lists[kind as usize].lock();
+        let p = l.pop();
+        self.set_count(kind, l.len());
+        Some(Pfn::new_unchecked(p? as u64))
     }
 }
 
