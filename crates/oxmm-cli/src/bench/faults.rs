@@ -420,6 +420,10 @@ pub struct Row {
     /// The thread count of the zero-fill limit compared with: the largest
     /// measured count not above this row's.
     pub zero_fill_threads: Option<usize>,
+    /// Paired: the median over runs of each run's `fault/wsec` as a
+    /// percentage of the zero-fill limit measured in the same round (so
+    /// drift of the host's memory bandwidth between rounds cancels).
+    pub zero_fill_pct_paired: Option<f64>,
     /// The median run (see the module doc).
     pub median: Figures,
     /// Every run, in order.
@@ -441,6 +445,10 @@ pub struct Ratio {
     pub flt_per_cpu_s: Option<f64>,
     /// Ratio of `fault/wsec`.
     pub fault_per_wsec: Option<f64>,
+    /// Paired ratio of `fault/wsec`: the median over rounds of run `i` of
+    /// the target over run `i` of the baseline (measured back to back, so
+    /// drift of the host between rounds cancels).
+    pub fault_per_wsec_paired: Option<f64>,
     /// The baseline's fault-handler entries over the target's (> 1: the
     /// target entered its fault handler fewer times).
     pub entries_reduction: Option<f64>,
@@ -624,6 +632,10 @@ pub fn ratios(rows: &[Row], pairs: &[(&str, &str)]) -> Vec<Ratio> {
                 shape: a.shape,
                 flt_per_cpu_s: ratio(a.median.flt_per_cpu_s, b.median.flt_per_cpu_s),
                 fault_per_wsec: ratio(a.median.fault_per_wsec, b.median.fault_per_wsec),
+                fault_per_wsec_paired: paired_median(
+                    a.runs.iter().map(|r| r.fault_per_wsec),
+                    b.runs.iter().map(|r| r.fault_per_wsec),
+                ),
                 entries_reduction: ratio(
                     b.median.fault_entries.map(|e| e as f64),
                     a.median.fault_entries.map(|e| e as f64),
@@ -632,6 +644,13 @@ pub fn ratios(rows: &[Row], pairs: &[(&str, &str)]) -> Vec<Ratio> {
         }
     }
     out
+}
+
+/// The median of `a[i] / b[i]` over the pairs where both are known and
+/// `b[i] > 0` (`None` if there is no such pair).
+pub fn paired_median(a: impl Iterator<Item = Option<f64>>, b: impl Iterator<Item = Option<f64>>) -> Option<f64> {
+    let ratios: Vec<f64> = a.zip(b).filter_map(|(a, b)| ratio(a, b)).collect();
+    (!ratios.is_empty()).then(|| median_f64(&ratios))
 }
 
 /// What one worker measured in one rep.
@@ -985,6 +1004,7 @@ fn row<T: FaultTarget>(target: &T, plan: &Plan, runs: Vec<Figures>) -> Row {
         pages_touched: plan.pages_touched(),
         zero_fill_pct: None,
         zero_fill_threads: None,
+        zero_fill_pct_paired: None,
         median: median_figures(&runs, plan.pages_touched(), target.entry_counter()),
         runs,
     }
@@ -1025,6 +1045,7 @@ pub fn run_faults<T: FaultTarget>(
     for shape in shapes {
         let plans: Vec<Plan> = targets.iter().map(|t| Plan::new(shape, t.page_size())).collect::<Result<_, _>>()?;
         let mut runs: Vec<Vec<Figures>> = targets.iter().map(|_| Vec::new()).collect();
+        let first_round = zf_runs.first().map_or(0, |(_, v)| v.len());
         for run in 0..args.runs {
             let label = format!(
                 "{} {} GiB, {} thr, run {}/{}",
@@ -1046,7 +1067,16 @@ pub fn run_faults<T: FaultTarget>(
             }
         }
         for (i, (target, runs)) in targets.iter().zip(runs).enumerate() {
-            rows[i].push(row(target, &plans[i], runs));
+            let mut r = row(target, &plans[i], runs);
+            // This shape's rounds: the zero-fill values from `first_round` on.
+            let limit = zf_runs.iter().filter(|(t, _)| *t <= shape.threads).max_by_key(|(t, _)| *t);
+            if let Some((_, values)) = limit {
+                r.zero_fill_pct_paired = paired_median(
+                    r.runs.iter().map(|f| f.fault_per_wsec.map(|x| x * 100.0)),
+                    values[first_round..].iter().map(|&v| Some(v)),
+                );
+            }
+            rows[i].push(r);
         }
     }
     progress.finish_and_clear();
@@ -1132,6 +1162,7 @@ pub(crate) mod tests {
             pages_touched: 1000,
             zero_fill_pct: None,
             zero_fill_threads: None,
+            zero_fill_pct_paired: None,
             runs: vec![median.clone()],
             median,
         }
@@ -1139,6 +1170,19 @@ pub(crate) mod tests {
 
     fn counters(pairs: &[(&str, u64)]) -> BTreeMap<String, u64> {
         pairs.iter().map(|&(n, v)| (n.to_string(), v)).collect()
+    }
+
+    #[test]
+    fn paired_median_pairs_runs_by_round() {
+        let s = |v: &[f64]| v.iter().map(|&x| Some(x)).collect::<Vec<_>>();
+        // Ratios 1, 0.5, 3: median 1 (the ratio of the medians would be 20/30).
+        assert_eq!(paired_median(s(&[10.0, 20.0, 90.0]).into_iter(), s(&[10.0, 40.0, 30.0]).into_iter()), Some(1.0));
+        // Unknown values and zero denominators drop their pair.
+        let a = vec![Some(4.0), None, Some(9.0), Some(1.0)];
+        let b = vec![Some(2.0), Some(1.0), Some(3.0), Some(0.0)];
+        assert_eq!(paired_median(a.into_iter(), b.into_iter()), Some(2.5));
+        assert_eq!(paired_median(s(&[1.0]).into_iter(), s(&[0.0]).into_iter()), None);
+        assert_eq!(paired_median(std::iter::empty(), std::iter::empty()), None);
     }
 
     #[test]
@@ -1413,6 +1457,10 @@ pub(crate) mod tests {
             let (t, limit) = zero_fill.limit_for(1).unwrap();
             r.zero_fill_threads = Some(t);
             r.zero_fill_pct = ratio(r.median.fault_per_wsec, Some(limit)).map(|x| x * 100.0);
+            r.zero_fill_pct_paired = paired_median(
+                r.runs.iter().map(|f| f.fault_per_wsec.map(|x| x * 100.0)),
+                zero_fill.limits[0].runs.iter().map(|&v| Some(v)),
+            );
         }
         let info = |n: &str, e: &str| TargetInfo {
             name: n.into(),
@@ -1611,6 +1659,20 @@ pub(crate) mod tests {
             assert_eq!(row.median.shared_writes_per_fault, Some(0.0));
             assert_eq!(row.median.counters[SHARED_WRITES], 2 * row.shape.threads as u64);
             assert!(row.zero_fill_pct.is_some());
+        }
+        // Paired percentages use the zero-fill measurements of the row's
+        // own rounds (shape k: rounds 3k..3k+3 of the limit's runs).
+        let zf = report.zero_fill.as_ref().unwrap();
+        for (k, shape) in report.shapes().iter().enumerate() {
+            let limit = zf.limits.iter().filter(|l| l.threads <= shape.threads).max_by_key(|l| l.threads).unwrap();
+            for row in report.rows.iter().filter(|r| r.shape == *shape) {
+                let want = paired_median(
+                    row.runs.iter().map(|f| f.fault_per_wsec.map(|x| x * 100.0)),
+                    limit.runs[3 * k..3 * k + 3].iter().map(|&v| Some(v)),
+                );
+                assert!(want.is_some());
+                assert_eq!(row.zero_fill_pct_paired, want, "{} {shape:?}", row.target);
+            }
         }
         assert_eq!(report.row("on", &report.shapes()[3]).unwrap().shape.order, Order::Random);
         let zf = report.zero_fill.as_ref().unwrap();

@@ -1,6 +1,12 @@
 //! Human output of `oxmm bench faults`: per order, one seed-003 table per
 //! target, then the ratios, then one summary table with every target's
 //! `fault/wsec` side by side and as a percentage of the zero-fill limit.
+//!
+//! Ratios and percentages come two ways: of the medians, and *paired* —
+//! the median over rounds of run `i` of one over run `i` of the other
+//! (or over the zero-fill measurement of round `i`). The pairs are
+//! measured back to back, so the paired figures are the steadier ones on
+//! a host whose memory bandwidth drifts; the summary shows those.
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -60,6 +66,9 @@ fn target_columns(rows: &[&Row]) -> Vec<Column<Row>> {
     if rows.iter().any(|r| r.zero_fill_pct.is_some()) {
         cols.push(Column::new("%zero-fill", |r: &Row| fmt_pct(r.zero_fill_pct)));
     }
+    if rows.iter().any(|r| r.zero_fill_pct_paired.is_some()) {
+        cols.push(Column::new("%zf paired", |r: &Row| fmt_pct(r.zero_fill_pct_paired)));
+    }
     if rows.iter().any(|r| r.median.pages_per_entry.is_some()) {
         cols.push(Column::new("pages/entry", |r: &Row| {
             r.median.pages_per_entry.map_or_else(|| "-".into(), |x| format!("{x:.2}"))
@@ -90,6 +99,7 @@ fn ratio_columns() -> Vec<Column<Ratio>> {
     cols.extend([
         Column::new("flt/cpu/s", |r: &Ratio| fmt_ratio(r.flt_per_cpu_s)),
         Column::new("fault/wsec", |r: &Ratio| fmt_ratio(r.fault_per_wsec)),
+        Column::new("paired", |r: &Ratio| fmt_ratio(r.fault_per_wsec_paired)),
         Column::new("entries", |r: &Ratio| fmt_ratio(r.entries_reduction)),
     ]);
     cols
@@ -142,14 +152,14 @@ fn summary_columns(report: &FaultsReport) -> Vec<Column<SummaryRow<'_>>> {
         let header = format!("{target}/{baseline}");
         cols.push(Column::new(header, move |r: &SummaryRow<'_>| {
             let x = r.report.ratios.iter().find(|x| x.target == target && x.baseline == baseline && x.shape == r.shape);
-            fmt_ratio(x.and_then(|x| x.fault_per_wsec))
+            fmt_ratio(x.and_then(|x| x.fault_per_wsec_paired))
         }));
     }
     if report.zero_fill.is_some() {
         for t in report.targets.iter().skip(1) {
             let name = t.name.clone();
             cols.push(Column::new(format!("{} %zf", t.name), move |r: &SummaryRow<'_>| {
-                fmt_pct(r.report.row(&name, &r.shape).and_then(|x| x.zero_fill_pct))
+                fmt_pct(r.report.row(&name, &r.shape).and_then(|x| x.zero_fill_pct_paired))
             }));
         }
         cols.push(Column::new("zf thr", |r: &SummaryRow<'_>| {
@@ -239,9 +249,10 @@ pub fn render_table(report: &FaultsReport) -> String {
     }
     let _ = writeln!(
         out,
-        "\nsummary: fault/wsec per target, ratios of fault/wsec{}",
+        "\nsummary: fault/wsec per target (medians); paired ratios of fault/wsec{} — each the median over rounds \
+         of one run over the other measured in the same round",
         if report.zero_fill.is_some() {
-            ", and fault/wsec as % of the zero-fill limit of `zf thr` threads"
+            ", and paired fault/wsec as % of the zero-fill limit of `zf thr` threads"
         } else {
             ""
         }
@@ -266,18 +277,25 @@ mod tests {
         assert!(has("kernel (4096-byte pages)"), "{t}");
         assert!(has("oxmm-pf3 (4096-byte pages)"), "{t}");
         assert!(has("=== sequential order ==="), "{t}");
-        assert!(has("Gb Rep Threads User System Wall flt/cpu/s fault/wsec unmap %zero-fill pages/entry minflt"), "{t}");
-        assert!(has("0.5 3 1 0.047s 2.163s 2.212s 88962.896 88882.459 0.000s 5.9% 1.00 196608"), "{t}");
         assert!(
-            has("Gb Rep Threads User System Wall flt/cpu/s fault/wsec unmap %zero-fill pages/entry shw/fault \
-                 pgfault prefault_unused shared_writes"),
+            has("Gb Rep Threads User System Wall flt/cpu/s fault/wsec unmap %zero-fill %zf paired pages/entry minflt"),
+            "{t}"
+        );
+        assert!(has("0.5 3 1 0.047s 2.163s 2.212s 88962.896 88882.459 0.000s 5.9% 5.9% 1.00 196608"), "{t}");
+        assert!(
+            has("Gb Rep Threads User System Wall flt/cpu/s fault/wsec unmap %zero-fill %zf paired pages/entry \
+                 shw/fault pgfault prefault_unused shared_writes"),
             "{t}"
         );
         // Touch-phase counters, except prefault_unused (whole run).
-        assert!(has("0.5 3 1 0.200s 0.000s 0.200s 983040.000 983040.000 0.000s 65.5% 8.00 0.1250 24577 7 3072"), "{t}");
+        assert!(
+            has("0.5 3 1 0.200s 0.000s 0.200s 983040.000 983040.000 0.000s 65.5% 65.5% 8.00 0.1250 24577 7 3072"),
+            "{t}"
+        );
         assert!(starts("ratio oxmm-pf3/oxmm-pf-off (> 1: oxmm-pf3 faster"), "{t}");
-        assert!(has("Gb Rep Threads flt/cpu/s fault/wsec entries"), "{t}");
-        assert!(has("0.5 3 1 1.500 1.500 8.000"), "{t}");
+        assert!(has("Gb Rep Threads flt/cpu/s fault/wsec paired entries"), "{t}");
+        assert!(has("0.5 3 1 1.500 1.500 1.500 8.000"), "{t}");
+        assert!(starts("summary: fault/wsec per target (medians); paired ratios"), "{t}");
         assert!(starts("zero-fill limit: 4 KiB memsets over a pre-touched 64 MiB buffer per thread"), "{t}");
         assert!(has("2 threads: 2000000.000 pages/s (8.19 GB/s, 1.333x one thread)"), "{t}");
         assert!(
