@@ -54,7 +54,10 @@
 //! Ratios divide one target's median rates by another's, shape by shape:
 //! every target against the first one (the kernel), and each target
 //! against its [`FaultTarget::reference`] (prefault on against prefault
-//! off, shared RSS against per-CPU RSS).
+//! off, shared RSS against per-CPU RSS). Each ratio, and each row's share
+//! of the zero-fill limit, is also given *paired*: the median over rounds
+//! of run `i` over run `i` of the other (or over round `i`'s zero-fill
+//! measurement), which cancels drift of the host between rounds.
 //!
 //! # Targets
 //!
@@ -1663,6 +1666,7 @@ pub(crate) mod tests {
         // Paired percentages use the zero-fill measurements of the row's
         // own rounds (shape k: rounds 3k..3k+3 of the limit's runs).
         let zf = report.zero_fill.as_ref().unwrap();
+        assert_eq!(zf.limits.iter().map(|l| (l.threads, l.runs.len())).collect::<Vec<_>>(), [(1, 12), (2, 12)]);
         for (k, shape) in report.shapes().iter().enumerate() {
             let limit = zf.limits.iter().filter(|l| l.threads <= shape.threads).max_by_key(|l| l.threads).unwrap();
             for row in report.rows.iter().filter(|r| r.shape == *shape) {
@@ -1675,8 +1679,6 @@ pub(crate) mod tests {
             }
         }
         assert_eq!(report.row("on", &report.shapes()[3]).unwrap().shape.order, Order::Random);
-        let zf = report.zero_fill.as_ref().unwrap();
-        assert_eq!(zf.limits.iter().map(|l| (l.threads, l.runs.len())).collect::<Vec<_>>(), [(1, 12), (2, 12)]);
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["rows"].as_array().unwrap().len(), 12);
     }
