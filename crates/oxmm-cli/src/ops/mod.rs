@@ -1,6 +1,6 @@
 //! `oxmm run FILE.ops`: op scripts (`shared/op-scripts.md`).
 //!
-//! [`parse`] turns a script into [`Line`]s, [`run::run_script`] runs them
+//! [`parse()`] turns a script into [`Line`]s, [`run::run_script`] runs them
 //! on any [`Backend`] and prints one JSON object per operation; the
 //! hosted machine ([`oxmm`]) and the host kernel ([`native::Native`]) are two
 //! backends, so the same script's two outputs can be compared line by line.
