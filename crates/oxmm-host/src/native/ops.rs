@@ -16,7 +16,7 @@
 //! The child was forked from a possibly multi-threaded driver, so it may
 //! only call async-signal-safe functions: the loop uses raw `libc` calls,
 //! stack buffers and no heap at all. A panic in the child would unwind into
-//! a copy of the driver's stack, so an [`ExitOnUnwind`] guard turns one into
+//! a copy of the driver's stack, so an `ExitOnUnwind` guard turns one into
 //! `_exit(101)`.
 //!
 //! Children are never left behind: the driver holds the only other end of

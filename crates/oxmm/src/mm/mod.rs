@@ -4,7 +4,7 @@
 //! mask for TLB shootdowns and per-CPU RSS counters. The calls follow
 //! Linux's argument checks and errno values exactly (see each call), and
 //! every one that unmaps or downgrades PTEs flushes the TLB once per call
-//! through an [`MmuGather`](crate::tlb::MmuGather) before freeing anything.
+//! through an [`MmuGather`] before freeing anything.
 //!
 //! Lock use: `mmap`, `munmap`, `mprotect`, `brk` and exit hold the mmap lock
 //! for writing; faults, `madvise` and `mincore` hold it for reading.

@@ -8,7 +8,7 @@
 //! PMD level) is handed over as [`Step::Huge`] instead: nothing creates one
 //! yet, but walkers must already understand them.
 //!
-//! [`free_tables`] unlinks page-table pages whose whole span lies in an
+//! `free_tables` unlinks page-table pages whose whole span lies in an
 //! address range with no VMA (Linux's `free_pgd_range` with floor and
 //! ceiling), putting them in the gather so they are freed after the flush.
 

@@ -546,7 +546,7 @@ impl Batch<'_> {
     /// The fast path — the page continues the current group: same kind of
     /// old map normalising to the same entry, its TABLE entry at its own
     /// slot, its lock held — is a few compares and one store, inlined into
-    /// fork's and zap's loops; anything else goes to [`Batch::push_slow`].
+    /// fork's and zap's loops; anything else goes to `Batch::push_slow`.
     #[inline(always)]
     pub fn push(&mut self, pfn: Pfn, r: PteRef, f: &Frame) {
         let index = f.index.load(Relaxed);
