@@ -109,7 +109,8 @@ pub struct ZeroFillLimit {
     pub pages_per_s: f64,
     /// The same in bytes per second.
     pub bytes_per_s: f64,
-    /// Every measurement (one per round of the benchmark), in order.
+    /// One value per round of the benchmark, in order (`bench faults`: the
+    /// higher of the measurements at the two ends of the round).
     pub runs: Vec<f64>,
 }
 
