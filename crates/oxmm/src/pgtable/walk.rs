@@ -73,7 +73,7 @@ pub unsafe fn translate(sys: &System, root: Pfn, va: VirtAddr, write: bool) -> R
 /// is inside an access window (a TLB flush, which must precede freeing any
 /// table, waits for it and drops the caller's cached tables at its next
 /// window), or holds the mmap lock.
-#[inline]
+#[inline(always)]
 pub unsafe fn translate_from(
     sys: &System,
     table: Pfn,
