@@ -86,7 +86,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use oxmm_host::native::faults::{thread_rusage, Rusage};
 use serde::{Serialize, Serializer};
 
-use super::zerofill::{self, ZeroFill, ZeroFillReport};
+use super::zerofill::{self, ZeroFill, ZeroFillLimit, ZeroFillReport};
 
 const GIB: f64 = (1u64 << 30) as f64;
 
@@ -434,6 +434,20 @@ pub struct Row {
     pub median: Figures,
     /// Every run, in order.
     pub runs: Vec<Figures>,
+}
+
+impl Row {
+    /// Set the row's share of the zero-fill limit `limit`: of the medians,
+    /// and paired with the limit's measurements of `rounds` (this row's
+    /// rounds, one per run).
+    pub fn compare_with_zero_fill(&mut self, limit: &ZeroFillLimit, rounds: std::ops::Range<usize>) {
+        self.zero_fill_threads = Some(limit.threads);
+        self.zero_fill_pct = ratio(self.median.fault_per_wsec, Some(limit.pages_per_s)).map(|x| x * 100.0);
+        self.zero_fill_pct_paired = paired_median(
+            self.runs.iter().map(|f| f.fault_per_wsec.map(|x| x * 100.0)),
+            limit.runs.get(rounds).unwrap_or_default().iter().map(|&v| Some(v)),
+        );
+    }
 }
 
 /// One target's median figures over another's, on one shape (> 1: the
@@ -1048,10 +1062,9 @@ pub fn run_faults<T: FaultTarget>(
     let total = shapes.len() as u64 * targets.len() as u64 * u64::from(args.runs) * u64::from(args.reps);
     let progress = progress_bar(args, total);
     let mut rows: Vec<Vec<Row>> = targets.iter().map(|_| Vec::new()).collect();
-    for shape in shapes {
+    for &shape in &shapes {
         let plans: Vec<Plan> = targets.iter().map(|t| Plan::new(shape, t.page_size())).collect::<Result<_, _>>()?;
         let mut runs: Vec<Vec<Figures>> = targets.iter().map(|_| Vec::new()).collect();
-        let first_round = zf_runs.first().map_or(0, |(_, v)| v.len());
         for run in 0..args.runs {
             let label = format!(
                 "{} {} GiB, {} thr, run {}/{}",
@@ -1081,16 +1094,7 @@ pub fn run_faults<T: FaultTarget>(
             }
         }
         for (i, (target, runs)) in targets.iter().zip(runs).enumerate() {
-            let mut r = row(target, &plans[i], runs);
-            // This shape's rounds: the zero-fill values from `first_round` on.
-            let limit = zf_runs.iter().filter(|(t, _)| *t <= shape.threads).max_by_key(|(t, _)| *t);
-            if let Some((_, values)) = limit {
-                r.zero_fill_pct_paired = paired_median(
-                    r.runs.iter().map(|f| f.fault_per_wsec.map(|x| x * 100.0)),
-                    values[first_round..].iter().map(|&v| Some(v)),
-                );
-            }
-            rows[i].push(r);
+            rows[i].push(row(target, &plans[i], runs));
         }
     }
     progress.finish_and_clear();
@@ -1098,10 +1102,12 @@ pub fn run_faults<T: FaultTarget>(
     let zero_fill = (!zf_runs.is_empty()).then(|| zerofill::report(args.zero_fill_mib, zf_runs));
     let mut rows: Vec<Row> = rows.into_iter().flatten().collect();
     if let Some(zf) = &zero_fill {
+        let runs = args.runs as usize;
         for r in &mut rows {
-            if let Some((threads, limit)) = zf.limit_for(r.shape.threads) {
-                r.zero_fill_threads = Some(threads);
-                r.zero_fill_pct = ratio(r.median.fault_per_wsec, Some(limit)).map(|x| x * 100.0);
+            // Shape k was measured in rounds k·runs .. (k+1)·runs.
+            let k = shapes.iter().position(|s| *s == r.shape).unwrap_or(0);
+            if let Some(limit) = zf.limit_for(r.shape.threads) {
+                r.compare_with_zero_fill(limit, k * runs..(k + 1) * runs);
             }
         }
     }
@@ -1468,13 +1474,7 @@ pub(crate) mod tests {
         ];
         let zero_fill = zerofill::report(64, vec![(1, vec![1_500_000.0]), (2, vec![2_000_000.0])]);
         for r in &mut rows {
-            let (t, limit) = zero_fill.limit_for(1).unwrap();
-            r.zero_fill_threads = Some(t);
-            r.zero_fill_pct = ratio(r.median.fault_per_wsec, Some(limit)).map(|x| x * 100.0);
-            r.zero_fill_pct_paired = paired_median(
-                r.runs.iter().map(|f| f.fault_per_wsec.map(|x| x * 100.0)),
-                zero_fill.limits[0].runs.iter().map(|&v| Some(v)),
-            );
+            r.compare_with_zero_fill(zero_fill.limit_for(1).unwrap(), 0..1);
         }
         let info = |n: &str, e: &str| TargetInfo {
             name: n.into(),

@@ -144,15 +144,11 @@ pub fn report(mib_per_thread: u64, mut measured: Vec<(usize, Vec<f64>)>) -> Zero
 
 impl ZeroFillReport {
     /// The limit a row with `threads` threads is compared with: that of the
-    /// largest measured thread count not above `threads`, as `(count,
-    /// pages/s)`. (A row with more threads than cores is capped by the
-    /// cores: compare it with the most threads measured.)
-    pub fn limit_for(&self, threads: usize) -> Option<(usize, f64)> {
-        self.limits
-            .iter()
-            .filter(|l| l.threads <= threads)
-            .max_by_key(|l| l.threads)
-            .map(|l| (l.threads, l.pages_per_s))
+    /// largest measured thread count not above `threads`. (A row with more
+    /// threads than cores is capped by the cores: compare it with the most
+    /// threads measured.)
+    pub fn limit_for(&self, threads: usize) -> Option<&ZeroFillLimit> {
+        self.limits.iter().filter(|l| l.threads <= threads).max_by_key(|l| l.threads)
     }
 
     /// The limit measured with exactly `threads` threads, pages/s.
@@ -172,14 +168,15 @@ mod tests {
         assert_eq!(r.limits[0].pages_per_s, 1.5);
         assert_eq!(r.limits[1].pages_per_s, 4.0);
         assert_eq!(r.limits[1].bytes_per_s, 4.0 * 4096.0);
-        assert_eq!(r.limit_for(1), Some((1, 1.5)));
-        assert_eq!(r.limit_for(2), Some((2, 4.0)));
-        assert_eq!(r.limit_for(4), Some((2, 4.0)), "capped by the most threads measured");
-        assert_eq!(r.limit_for(0), None);
+        let limit = |t| r.limit_for(t).map(|l| (l.threads, l.pages_per_s));
+        assert_eq!(limit(1), Some((1, 1.5)));
+        assert_eq!(limit(2), Some((2, 4.0)));
+        assert_eq!(limit(4), Some((2, 4.0)), "capped by the most threads measured");
+        assert_eq!(limit(0), None);
         assert_eq!(r.pages_per_s(2), Some(4.0));
         assert_eq!(r.pages_per_s(4), None);
         let only_two = report(1, vec![(2, vec![1.0])]);
-        assert_eq!(only_two.limit_for(1), None);
+        assert!(only_two.limit_for(1).is_none());
     }
 
     #[test]
