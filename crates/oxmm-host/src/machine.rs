@@ -101,6 +101,15 @@ impl Machine {
         &self.sys
     }
 
+    /// How much of the arena the host backs with transparent huge pages
+    /// (0 to 1; `None` where the host cannot say): benchmarks print it
+    /// beside the zero-fill buffers' share, since 4 KiB host pages clear
+    /// slower.
+    pub fn arena_huge_page_share(&self) -> Option<f64> {
+        let (base, frames) = oxmm::platform::Platform::direct_map(&*self.platform);
+        crate::arena::huge_page_share(base, usize::try_from(frames).ok()? * 4096)
+    }
+
     /// Take CPU `i` for the calling thread. Each CPU has one handle at a
     /// time; dropping it gives the CPU back.
     pub fn cpu(self: &Arc<Self>, i: usize) -> Result<Cpu, HostError> {

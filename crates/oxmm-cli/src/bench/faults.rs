@@ -1098,8 +1098,9 @@ pub fn run_faults<T: FaultTarget>(
         }
     }
     progress.finish_and_clear();
+    let zf_huge = zero_fill.as_ref().and_then(ZeroFill::huge_page_share);
     drop(zero_fill);
-    let zero_fill = (!zf_runs.is_empty()).then(|| zerofill::report(args.zero_fill_mib, zf_runs));
+    let zero_fill = (!zf_runs.is_empty()).then(|| zerofill::report(args.zero_fill_mib, zf_huge, zf_runs));
     let mut rows: Vec<Row> = rows.into_iter().flatten().collect();
     if let Some(zf) = &zero_fill {
         let runs = args.runs as usize;
@@ -1472,7 +1473,7 @@ pub(crate) mod tests {
             row_of("oxmm-pf-off", shape(1), off.derive(196_608, Some("pgfault"))),
             row_of("oxmm-pf3", shape(1), on.derive(196_608, Some("pgfault"))),
         ];
-        let zero_fill = zerofill::report(64, vec![(1, vec![1_500_000.0]), (2, vec![2_000_000.0])]);
+        let zero_fill = zerofill::report(64, Some(1.0), vec![(1, vec![1_500_000.0]), (2, vec![2_000_000.0])]);
         for r in &mut rows {
             r.compare_with_zero_fill(zero_fill.limit_for(1).unwrap(), 0..1);
         }

@@ -69,7 +69,12 @@ impl FaultTarget for OxmmTarget {
             RssMode::Shared => "one shared set of RSS counters",
         };
         let c = self.machine.config();
-        format!("oxmm hosted machine ({} CPUs, {} MiB), {prefault}, {rss}", c.cpus, c.mem_bytes >> 20)
+        let huge = self
+            .machine
+            .arena_huge_page_share()
+            .map(|s| format!(", arena {:.1}% in huge pages", s * 100.0))
+            .unwrap_or_default();
+        format!("oxmm hosted machine ({} CPUs, {} MiB{huge}), {prefault}, {rss}", c.cpus, c.mem_bytes >> 20)
     }
 
     fn reference(&self) -> Option<&str> {

@@ -194,10 +194,11 @@ pub fn render_table(report: &FaultsReport) -> String {
     if let Some(zf) = &report.zero_fill {
         let _ = writeln!(
             out,
-            "\nzero-fill limit: {} KiB memsets over a pre-touched {} MiB buffer per thread{} (median of {} each)",
+            "\nzero-fill limit: {} KiB memsets over a pre-touched {} MiB buffer per thread{}{} (median of {} each)",
             zf.chunk / 1024,
             zf.mib_per_thread,
             if zf.huge_pages_requested { ", THP requested as for the arena" } else { "" },
+            zf.huge_page_share.map(|s| format!(", {:.1}% in huge pages", s * 100.0)).unwrap_or_default(),
             zf.limits.first().map_or(0, |l| l.runs.len()),
         );
         let one = zf.pages_per_s(1);

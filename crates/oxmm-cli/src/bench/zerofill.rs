@@ -7,8 +7,11 @@
 //! 4 KiB pages of memory that is not in any cache. The buffers are larger
 //! than the caches (1 GiB per thread by default), pre-touched (so the host
 //! kernel's faults are not in the figure) and mapped like the hosted
-//! machine's arena (transparent huge pages requested), so the memsets see
-//! the same memory the hosted machine's fault path zeroes. Each thread
+//! machine's arena (transparent huge pages requested, then collapsed where
+//! the first touch got 4 KiB pages: [`oxmm_host::arena::back_with_huge_pages`]),
+//! so the memsets see the same memory the hosted machine's fault path
+//! zeroes; the report gives the share of the buffers in huge pages, and the
+//! oxmm targets give the arena's. Each thread
 //! clears its buffer once, 4 KiB chunk by chunk (`slice::fill(0)`, then
 //! `black_box`), and the rate is pages over the wall time from the common
 //! start to the last thread's end.
@@ -48,10 +51,20 @@ impl ZeroFill {
                     let _ = map.advise(memmap2::Advice::HugePage);
                 }
                 map.fill(1);
+                oxmm_host::arena::back_with_huge_pages(&mut map);
                 Ok(map)
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
         Ok(ZeroFill { buffers })
+    }
+
+    /// The smallest share of any buffer that the host backs with huge
+    /// pages (`None` if the host cannot say).
+    pub fn huge_page_share(&self) -> Option<f64> {
+        self.buffers
+            .iter()
+            .map(|b| oxmm_host::arena::huge_page_share(b.as_ptr(), b.len()))
+            .try_fold(1.0f64, |m, s| Some(m.min(s?)))
     }
 
     /// Pages per thread.
@@ -123,13 +136,23 @@ pub struct ZeroFillReport {
     pub chunk: usize,
     /// Whether huge pages were asked for the buffers (as for the arena).
     pub huge_pages_requested: bool,
+    /// The smallest share of a buffer the host backed with huge pages, at
+    /// the end of the run (`null` if the host cannot say). Clears of 4 KiB
+    /// host pages are slower, so a share below the arena's understates the
+    /// limit.
+    pub huge_page_share: Option<f64>,
     /// One per thread count, ascending.
     pub limits: Vec<ZeroFillLimit>,
 }
 
-/// The report from the measurements `(threads, runs)`; counts without
-/// runs are dropped.
-pub fn report(mib_per_thread: u64, mut measured: Vec<(usize, Vec<f64>)>) -> ZeroFillReport {
+/// The report from the measurements `(threads, runs)` over buffers of
+/// which at least `huge_page_share` was in huge pages; counts without runs
+/// are dropped.
+pub fn report(
+    mib_per_thread: u64,
+    huge_page_share: Option<f64>,
+    mut measured: Vec<(usize, Vec<f64>)>,
+) -> ZeroFillReport {
     measured.sort_by_key(|m| m.0);
     let limits = measured
         .into_iter()
@@ -139,7 +162,13 @@ pub fn report(mib_per_thread: u64, mut measured: Vec<(usize, Vec<f64>)>) -> Zero
             ZeroFillLimit { threads, pages_per_s, bytes_per_s: pages_per_s * CHUNK as f64, runs }
         })
         .collect();
-    ZeroFillReport { mib_per_thread, chunk: CHUNK, huge_pages_requested: cfg!(target_os = "linux"), limits }
+    ZeroFillReport {
+        mib_per_thread,
+        chunk: CHUNK,
+        huge_pages_requested: cfg!(target_os = "linux"),
+        huge_page_share,
+        limits,
+    }
 }
 
 impl ZeroFillReport {
@@ -163,9 +192,10 @@ mod tests {
 
     #[test]
     fn report_takes_medians_and_picks_limits() {
-        let r = report(1024, vec![(2, vec![5.0, 3.0, 4.0]), (1, vec![2.0, 1.0]), (4, vec![])]);
+        let r = report(1024, Some(0.5), vec![(2, vec![5.0, 3.0, 4.0]), (1, vec![2.0, 1.0]), (4, vec![])]);
         assert_eq!(r.limits.iter().map(|l| l.threads).collect::<Vec<_>>(), [1, 2]);
         assert_eq!(r.limits[0].pages_per_s, 1.5);
+        assert_eq!(r.huge_page_share, Some(0.5));
         assert_eq!(r.limits[1].pages_per_s, 4.0);
         assert_eq!(r.limits[1].bytes_per_s, 4.0 * 4096.0);
         let limit = |t| r.limit_for(t).map(|l| (l.threads, l.pages_per_s));
@@ -175,7 +205,7 @@ mod tests {
         assert_eq!(limit(0), None);
         assert_eq!(r.pages_per_s(2), Some(4.0));
         assert_eq!(r.pages_per_s(4), None);
-        let only_two = report(1, vec![(2, vec![1.0])]);
+        let only_two = report(1, None, vec![(2, vec![1.0])]);
         assert!(only_two.limit_for(1).is_none());
     }
 
@@ -183,7 +213,9 @@ mod tests {
     fn measure_clears_pages() {
         let mut zf = ZeroFill::new(2, 64 * 4096 + 100).unwrap();
         assert_eq!(zf.pages_per_thread(), 64);
-        assert!(zf.buffers.iter().all(|b| b.iter().all(|&x| x == 1)), "pre-touched with ones");
+        assert!(zf.buffers.iter().all(|b| b.iter().all(|&x| x == 1)), "pre-touched with ones, kept by the collapse");
+        #[cfg(target_os = "linux")]
+        assert!(zf.huge_page_share().is_some_and(|s| (0.0..=1.0).contains(&s)));
         assert!(zf.measure(1).unwrap() > 0.0);
         assert!(zf.buffers[0].iter().all(|&x| x == 0));
         assert!(zf.buffers[1].iter().all(|&x| x == 1), "one thread clears one buffer");
