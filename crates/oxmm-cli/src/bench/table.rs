@@ -207,9 +207,15 @@ pub fn render_table(report: &FaultsReport) -> String {
                 Some(one) if l.threads > 1 && one > 0.0 => format!(", {:.3}x one thread", l.pages_per_s / one),
                 _ => String::new(),
             };
+            // The spread over rounds: on a shared host two threads can be
+            // in one of two bandwidth regimes from round to round.
+            let lo = l.runs.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = l.runs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let spread =
+                if l.runs.len() > 1 { format!("; rounds {:.2}–{:.2} M", lo / 1e6, hi / 1e6) } else { String::new() };
             let _ = writeln!(
                 out,
-                "  {} thread{}: {:.3} pages/s ({:.2} GB/s{vs_one})",
+                "  {} thread{}: {:.3} pages/s ({:.2} GB/s{vs_one}{spread})",
                 l.threads,
                 if l.threads == 1 { "" } else { "s" },
                 l.pages_per_s,
@@ -299,6 +305,14 @@ mod tests {
         assert!(starts("summary: fault/wsec per target (medians); paired ratios"), "{t}");
         assert!(starts("zero-fill limit: 4 KiB memsets over a pre-touched 64 MiB buffer per thread"), "{t}");
         assert!(has("2 threads: 2000000.000 pages/s (8.19 GB/s, 1.333x one thread)"), "{t}");
+        // With several rounds, their spread follows.
+        let mut r = sample_report();
+        r.zero_fill = Some(super::super::zerofill::report(64, Some(1.0), vec![(2, vec![7.5e6, 13.0e6, 8.0e6])]));
+        let t2 = render_table(&r);
+        assert!(
+            t2.lines().any(|l| words(l) == "2 threads: 8000000.000 pages/s (32.77 GB/s; rounds 7.50–13.00 M)"),
+            "{t2}"
+        );
         assert!(
             has("Order Gb Threads kernel oxmm-pf-off oxmm-pf3 oxmm-pf-off/kernel oxmm-pf3/kernel \
                  oxmm-pf3/oxmm-pf-off oxmm-pf-off %zf oxmm-pf3 %zf zf thr"),
