@@ -2,9 +2,14 @@
 //!
 //! Each CPU keeps a short stack of free order-0 frames per zone kind of its
 //! home node. Allocation pops, freeing pushes; only when the stack is empty
-//! (refill) or above [`HIGH`] (drain) is the zone lock taken, for a batch of
-//! [`BATCH`] frames. The lock here is the CPU's own and is uncontended except
-//! when another CPU steals from the cache as a last resort before OOM.
+//! (refill) or above [`HIGH`] (drain) is the zone lock taken. A drain moves
+//! [`BATCH`] frames. A refill moves [`BATCH`] frames doubled for every
+//! refill since the cache last took a free, up to what keeps the cache
+//! within [`HIGH`] (Linux's `nr_pcp_alloc` and `alloc_factor`): a CPU that
+//! only allocates — a sequential first touch — takes the zone lock once per
+//! `HIGH - BATCH` frames instead of once per `BATCH`, and parks no more than
+//! before. The lock here is the CPU's own and is uncontended except when
+//! another CPU steals from the cache as a last resort before OOM.
 
 use alloc::vec::Vec;
 
@@ -12,14 +17,42 @@ use super::ZoneKind;
 use crate::addr::Pfn;
 use crate::sync::{new_mutex, AtomicU64, Mutex, Ordering};
 
-/// Frames moved per refill or drain.
+/// Frames moved per drain, and by the first refill after a free.
 pub const BATCH: usize = 64;
 /// Cache size above which a batch is drained.
 pub const HIGH: usize = 8 * BATCH;
+/// Most doublings of a refill (Linux's `PCP_BATCH_SCALE_MAX`).
+pub const BATCH_SCALE_MAX: u32 = 5;
+
+/// One list: the frames (a stack) and how many times the next refill
+/// doubles [`BATCH`].
+struct List {
+    frames: Vec<u32>,
+    alloc_factor: u32,
+}
+
+impl List {
+    fn new() -> List {
+        List { frames: Vec::with_capacity(HIGH + 1), alloc_factor: 0 }
+    }
+
+    /// How many frames the next refill should bring: [`BATCH`] doubled
+    /// `alloc_factor` times, but no more than leaves room for a batch of
+    /// frees below [`HIGH`]; one more doubling for the refill after, unless
+    /// this one was already capped.
+    fn refill_size(&mut self) -> usize {
+        let room = HIGH.saturating_sub(self.frames.len() + BATCH).max(BATCH);
+        let want = BATCH << self.alloc_factor;
+        if want <= room && self.alloc_factor < BATCH_SCALE_MAX {
+            self.alloc_factor += 1;
+        }
+        want.min(room)
+    }
+}
 
 /// The caches of one CPU.
 pub struct PerCpuPages {
-    lists: [Mutex<Vec<u32>>; 2],
+    lists: [Mutex<List>; 2],
     /// Frames in each list, for readers that do not take the lock. Written
     /// only under that list's lock, so a plain load and store update it
     /// (no locked instruction on the allocation path).
@@ -30,7 +63,7 @@ impl PerCpuPages {
     /// Empty caches.
     pub fn new() -> Self {
         PerCpuPages {
-            lists: [new_mutex(Vec::with_capacity(HIGH + 1)), new_mutex(Vec::with_capacity(HIGH + 1))],
+            lists: [new_mutex(List::new()), new_mutex(List::new())],
             counts: [AtomicU64::new(0), AtomicU64::new(0)],
         }
     }
@@ -46,56 +79,72 @@ impl PerCpuPages {
         self.counts[kind as usize].store(len as u64, Ordering::Relaxed);
     }
 
-    /// Pop a frame of `kind`, refilling with `refill` (which pushes up to
-    /// [`BATCH`] frames and returns how many) when empty.
+    /// Pop a frame of `kind`, refilling with `refill(buf, n)` (which
+    /// pushes up to `n` frames onto the empty `buf` and returns how many)
+    /// when empty.
     #[inline]
-    pub fn pop(&self, kind: ZoneKind, refill: impl FnOnce(&mut Vec<u32>) -> usize) -> Option<Pfn> {
+    pub fn pop(&self, kind: ZoneKind, refill: impl FnOnce(&mut Vec<u32>, usize) -> usize) -> Option<Pfn> {
         let mut l = self.lists[kind as usize].lock();
-        if l.is_empty() {
-            refill(&mut l);
+        if l.frames.is_empty() {
+            let n = l.refill_size();
+            refill(&mut l.frames, n);
         }
-        let p = l.pop();
-        self.set_count(kind, l.len());
+        let p = l.frames.pop();
+        self.set_count(kind, l.frames.len());
         Some(Pfn::new_unchecked(p? as u64))
     }
 
     /// Pop up to `out.len()` frames of `kind` under one lock, refilling
-    /// with `refill` whenever the cache runs dry; returns how many.
-    pub fn pop_many(&self, kind: ZoneKind, out: &mut [Pfn], mut refill: impl FnMut(&mut Vec<u32>) -> usize) -> usize {
-        let mut l = self.lists[kind as usize].lock();
+    /// with `refill` (as for [`pop`](Self::pop)) whenever the cache runs
+    /// dry; returns how many.
+    pub fn pop_many(
+        &self,
+        kind: ZoneKind,
+        out: &mut [Pfn],
+        mut refill: impl FnMut(&mut Vec<u32>, usize) -> usize,
+    ) -> usize {
+        let mut guard = self.lists[kind as usize].lock();
+        let l = &mut *guard;
         let mut n = 0;
         while n < out.len() {
-            if l.is_empty() && refill(&mut l) == 0 {
-                break;
+            if l.frames.is_empty() {
+                let want = l.refill_size();
+                if refill(&mut l.frames, want) == 0 {
+                    break;
+                }
             }
-            let take = (out.len() - n).min(l.len());
+            let take = (out.len() - n).min(l.frames.len());
             for _ in 0..take {
-                let p = l.pop().expect("non-empty");
+                let p = l.frames.pop().expect("non-empty");
                 out[n] = Pfn::new_unchecked(p as u64);
                 n += 1;
             }
         }
-        self.set_count(kind, l.len());
+        self.set_count(kind, l.frames.len());
         n
     }
 
     /// Push a frame; above [`HIGH`], hand the oldest [`BATCH`] to `drain`.
+    /// A free halves the growth of the next refills (Linux halves
+    /// `alloc_factor` on every free).
     #[inline]
     pub fn push(&self, kind: ZoneKind, pfn: Pfn, drain: impl FnOnce(&[u32])) {
-        let mut l = self.lists[kind as usize].lock();
-        l.push(pfn.as_u64() as u32);
-        if l.len() > HIGH {
-            drain(&l[..BATCH]);
-            l.drain(..BATCH);
+        let mut guard = self.lists[kind as usize].lock();
+        let l = &mut *guard;
+        l.alloc_factor >>= 1;
+        l.frames.push(pfn.as_u64() as u32);
+        if l.frames.len() > HIGH {
+            drain(&l.frames[..BATCH]);
+            l.frames.drain(..BATCH);
         }
-        self.set_count(kind, l.len());
+        self.set_count(kind, l.frames.len());
     }
 
     /// Take one frame (another CPU's last resort, or a drain).
     pub fn steal(&self, kind: ZoneKind) -> Option<Pfn> {
         let mut l = self.lists[kind as usize].lock();
-        let p = l.pop();
-        self.set_count(kind, l.len());
+        let p = l.frames.pop();
+        self.set_count(kind, l.frames.len());
         Some(Pfn::new_unchecked(p? as u64))
     }
 }
@@ -103,5 +152,58 @@ impl PerCpuPages {
 impl Default for PerCpuPages {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use core::cell::RefCell;
+
+    /// A refill callback handing out consecutive frame numbers, recording
+    /// what it was asked for.
+    struct Source {
+        asked: RefCell<Vec<usize>>,
+        next: RefCell<u32>,
+    }
+
+    impl Source {
+        fn refill(&self, buf: &mut Vec<u32>, want: usize) -> usize {
+            self.asked.borrow_mut().push(want);
+            let mut next = self.next.borrow_mut();
+            buf.extend(*next..*next + want as u32);
+            *next += want as u32;
+            want
+        }
+    }
+
+    #[test]
+    fn refills_grow_while_only_allocating_and_shrink_on_free() {
+        let pcp = PerCpuPages::new();
+        let src = Source { asked: RefCell::new(Vec::new()), next: RefCell::new(0) };
+        let mut out = [Pfn::default(); 16];
+        let mut got = 0;
+        while got < 64 + 128 + 256 + 448 + 448 {
+            got += pcp.pop_many(ZoneKind::Movable, &mut out, |b, w| src.refill(b, w));
+        }
+        assert_eq!(*src.asked.borrow(), [64, 128, 256, 448, 448], "doubling from BATCH, capped at HIGH - BATCH");
+        assert_eq!(pcp.count(), 0);
+        // A stack: the last frame popped is the first the last refill gave.
+        assert_eq!(out[15].as_u64(), u64::from(*src.next.borrow()) - 448);
+        // One free halves the factor (3 -> 1): once the cache runs dry
+        // again, the refill asks for BATCH << 1.
+        pcp.push(ZoneKind::Movable, Pfn::new_unchecked(7), |_| panic!("no drain below HIGH"));
+        src.asked.borrow_mut().clear();
+        assert_eq!(pcp.pop(ZoneKind::Movable, |b, w| src.refill(b, w)), Some(Pfn::new_unchecked(7)));
+        assert!(pcp.pop(ZoneKind::Movable, |b, w| src.refill(b, w)).is_some());
+        assert_eq!(*src.asked.borrow(), [128]);
+    }
+
+    #[test]
+    fn a_dry_zone_ends_the_refill() {
+        let pcp = PerCpuPages::new();
+        let mut out = [Pfn::default(); 4];
+        assert_eq!(pcp.pop_many(ZoneKind::Normal, &mut out, |_, _| 0), 0);
+        assert!(pcp.pop(ZoneKind::Normal, |_, _| 0).is_none());
     }
 }
