@@ -21,9 +21,6 @@ use crate::sync::{new_mutex, AtomicU64, Mutex, Ordering};
 pub const BATCH: usize = 64;
 /// Cache size above which a batch is drained.
 pub const HIGH: usize = 8 * BATCH;
-/// Most doublings of a refill (Linux's `PCP_BATCH_SCALE_MAX`).
-pub const BATCH_SCALE_MAX: u32 = 5;
-
 /// One list: the frames (a stack) and how many times the next refill
 /// doubles [`BATCH`].
 struct List {
@@ -39,11 +36,14 @@ impl List {
     /// How many frames the next refill should bring: [`BATCH`] doubled
     /// `alloc_factor` times, but no more than leaves room for a batch of
     /// frees below [`HIGH`]; one more doubling for the refill after, unless
-    /// this one was already capped.
+    /// this one was already capped. The cap (at most `HIGH - BATCH`) also
+    /// bounds the factor, so no separate limit on doublings is needed
+    /// (Linux's `PCP_BATCH_SCALE_MAX` of 5 is never reached at this
+    /// `HIGH`).
     fn refill_size(&mut self) -> usize {
         let room = HIGH.saturating_sub(self.frames.len() + BATCH).max(BATCH);
         let want = BATCH << self.alloc_factor;
-        if want <= room && self.alloc_factor < BATCH_SCALE_MAX {
+        if want <= room {
             self.alloc_factor += 1;
         }
         want.min(room)
