@@ -7,8 +7,10 @@
 //! and nothing leaks after exit.
 //!
 //! Also: the fast path writes no shared cache line with per-CPU RSS
-//! counters (only the zone lock, once per batch of 64 frames), and one per
-//! fault with the shared counter (a count, not a timing).
+//! counters (only the zone lock, once per per-CPU refill, which grows to
+//! 448 frames), and one per fault with the shared counter (a count, not a
+//! timing); an unmap returns its frames to the zone in batches that grow
+//! the same way.
 
 mod common;
 
@@ -317,6 +319,40 @@ mod shared_writes {
         assert!(r.faults * 8 < r.pages + 64, "{} faults for {} pages", r.faults, r.pages);
         assert_eq!(r.counted, 0);
         assert!(r.all <= refill_bound(r.pages), "{} shared writes for {} pages", r.all, r.pages);
+    }
+
+    /// Unmapping a large region frees its frames into the CPU's cache,
+    /// which drains to the zone as many as were freed in a row (up to
+    /// `HIGH - BATCH`): one zone-lock batch per 448 frames where fixed
+    /// 64-frame drains took 7 times as many, and every frame back in the
+    /// allocator.
+    #[test]
+    fn unmap_drains_in_scaled_batches() {
+        use oxmm::phys::pcp::DRAIN_MAX;
+        let mut rig = Rig::with_rss(
+            MachineConfig { mem_bytes: 64 << 20, nodes: 1, cpus: 4, movable_percent: 75, ..MachineConfig::default() },
+            RssMode::PerCpu,
+        );
+        let pages = 8 * TABLE_PAGES;
+        let free0 = rig.machine.meminfo().free;
+        let p = rig.map_fixed(BASE, pages * PAGE, Prot::RW);
+        for i in 0..pages {
+            rig.cpu.write_u8(p + i * PAGE, 1).unwrap();
+        }
+        assert_eq!(rig.rss_anon(), pages);
+        let z0 = rig.stat("zone_lock_batches") as u64;
+        rig.cpu.munmap(p.as_u64(), pages * PAGE).unwrap();
+        let drains = rig.stat("zone_lock_batches") as u64 - z0;
+        // The frames and the 8 page tables are freed, on top of what the
+        // cache held from the last refill (fewer than DRAIN_MAX);
+        // everything above the cache's high mark reaches the zone. Fixed
+        // 64-frame drains took 62 batches here.
+        let bound = (pages + 8 + DRAIN_MAX as u64).div_ceil(DRAIN_MAX as u64);
+        assert!(drains >= 1 && drains <= bound, "{drains} zone-lock batches freeing {pages} pages (bound {bound})");
+        assert_eq!(rig.machine.meminfo().anon, 0);
+        rig.machine.sys().phys.drain_all();
+        assert_eq!(rig.machine.meminfo().free, free0, "every frame back");
+        rig.check();
     }
 
     /// The shared counter: one shared write per fault (a window counts

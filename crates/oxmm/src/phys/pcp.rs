@@ -2,13 +2,19 @@
 //!
 //! Each CPU keeps a short stack of free order-0 frames per zone kind of its
 //! home node. Allocation pops, freeing pushes; only when the stack is empty
-//! (refill) or above [`HIGH`] (drain) is the zone lock taken. A drain moves
-//! [`BATCH`] frames. A refill moves [`BATCH`] frames doubled for every
-//! refill since the cache last took a free, up to what keeps the cache
-//! within [`HIGH`] (Linux's `nr_pcp_alloc` and `alloc_factor`): a CPU that
-//! only allocates — a sequential first touch — takes the zone lock once per
-//! `HIGH - BATCH` frames instead of once per `BATCH`, and parks no more than
-//! before. The lock here is the CPU's own and is uncontended except when
+//! (refill) or above [`HIGH`] (drain) is the zone lock taken. Both batches
+//! scale with a one-sided stream, as Linux's do since 6.7:
+//! - a refill moves [`BATCH`] frames doubled for every refill since the
+//!   cache last took a free, up to what keeps the cache within [`HIGH`]
+//!   (`nr_pcp_alloc` and `alloc_factor`): a CPU that only allocates — a
+//!   sequential first touch — takes the zone lock once per `HIGH - BATCH`
+//!   frames instead of once per `BATCH`, and parks no more than before;
+//! - a drain moves as many frames as were freed in a row (a count halved
+//!   by every allocation call), at least [`BATCH`] and at most `HIGH - BATCH`, so that
+//!   [`BATCH`] stay cached (`nr_pcp_free` and `free_count`): an unmap of
+//!   a large region takes the zone lock once per `HIGH - BATCH` frames.
+//!
+//! The lock here is the CPU's own and is uncontended except when
 //! another CPU steals from the cache as a last resort before OOM.
 
 use alloc::vec::Vec;
@@ -21,16 +27,31 @@ use crate::sync::{new_mutex, AtomicU64, Mutex, Ordering};
 pub const BATCH: usize = 64;
 /// Cache size above which a batch is drained.
 pub const HIGH: usize = 8 * BATCH;
-/// One list: the frames (a stack) and how many times the next refill
-/// doubles [`BATCH`].
+/// Most frames a drain moves: what leaves [`BATCH`] in the cache.
+pub const DRAIN_MAX: usize = HIGH - BATCH;
+/// Where the count of frames freed in a row stops (Linux's `batch <<
+/// CONFIG_PCP_BATCH_SCALE_MAX`, the default 5): past [`DRAIN_MAX`] it only
+/// takes more allocations to bring the drains back down to [`BATCH`].
+const FREE_COUNT_MAX: usize = BATCH << 5;
+/// One list: the frames (a stack), how many times the next refill
+/// doubles [`BATCH`], and the frames freed since the last allocations
+/// (halved by each).
 struct List {
     frames: Vec<u32>,
     alloc_factor: u32,
+    free_count: usize,
 }
 
 impl List {
     fn new() -> List {
-        List { frames: Vec::with_capacity(HIGH + 1), alloc_factor: 0 }
+        List { frames: Vec::with_capacity(HIGH + 1), alloc_factor: 0, free_count: 0 }
+    }
+
+    /// How many frames the drain of a cache above [`HIGH`] should move:
+    /// the frames freed in a row, at least [`BATCH`], at most
+    /// [`DRAIN_MAX`] (Linux's `nr_pcp_free`).
+    fn drain_size(&self) -> usize {
+        self.free_count.clamp(BATCH, DRAIN_MAX)
     }
 
     /// How many frames the next refill should bring: [`BATCH`] doubled
@@ -85,6 +106,7 @@ impl PerCpuPages {
     #[inline]
     pub fn pop(&self, kind: ZoneKind, refill: impl FnOnce(&mut Vec<u32>, usize) -> usize) -> Option<Pfn> {
         let mut l = self.lists[kind as usize].lock();
+        l.free_count >>= 1;
         if l.frames.is_empty() {
             let n = l.refill_size();
             refill(&mut l.frames, n);
@@ -105,6 +127,8 @@ impl PerCpuPages {
     ) -> usize {
         let mut guard = self.lists[kind as usize].lock();
         let l = &mut *guard;
+        // One halving per call, as Linux halves once per bulk allocation.
+        l.free_count >>= 1;
         let mut n = 0;
         while n < out.len() {
             if l.frames.is_empty() {
@@ -124,7 +148,8 @@ impl PerCpuPages {
         n
     }
 
-    /// Push a frame; above [`HIGH`], hand the oldest [`BATCH`] to `drain`.
+    /// Push a frame; above [`HIGH`], hand the oldest frames to `drain`:
+    /// as many as were freed in a row, from [`BATCH`] to [`DRAIN_MAX`].
     /// A free halves the growth of the next refills (Linux halves
     /// `alloc_factor` on every free).
     #[inline]
@@ -132,10 +157,12 @@ impl PerCpuPages {
         let mut guard = self.lists[kind as usize].lock();
         let l = &mut *guard;
         l.alloc_factor >>= 1;
+        l.free_count = (l.free_count + 1).min(FREE_COUNT_MAX);
         l.frames.push(pfn.as_u64() as u32);
         if l.frames.len() > HIGH {
-            drain(&l.frames[..BATCH]);
-            l.frames.drain(..BATCH);
+            let n = l.drain_size();
+            drain(&l.frames[..n]);
+            l.frames.drain(..n);
         }
         self.set_count(kind, l.frames.len());
     }
@@ -197,6 +224,48 @@ mod tests {
         assert_eq!(pcp.pop(ZoneKind::Movable, |b, w| src.refill(b, w)), Some(Pfn::new_unchecked(7)));
         assert!(pcp.pop(ZoneKind::Movable, |b, w| src.refill(b, w)).is_some());
         assert_eq!(*src.asked.borrow(), [128]);
+    }
+
+    /// Free `frames` into `pcp`, recording every drain's frames in `drains`.
+    fn push_all(pcp: &PerCpuPages, frames: core::ops::Range<u32>, drains: &mut Vec<Vec<u32>>) {
+        for f in frames {
+            pcp.push(ZoneKind::Movable, Pfn::new_unchecked(u64::from(f)), |d| drains.push(d.to_vec()));
+        }
+    }
+
+    #[test]
+    fn drains_grow_with_frees_in_a_row_and_shrink_on_allocation() {
+        let pcp = PerCpuPages::new();
+        let mut drains = Vec::new();
+        // 513 frees in a row: the first drain already moves DRAIN_MAX, the
+        // oldest frames, and leaves BATCH + 1.
+        push_all(&pcp, 0..513, &mut drains);
+        assert_eq!(drains, [(0..448).collect::<Vec<u32>>()]);
+        assert_eq!(pcp.count(), 65);
+        push_all(&pcp, 513..961, &mut drains);
+        assert_eq!(drains.len(), 2);
+        assert_eq!(drains[1], (448..896).collect::<Vec<u32>>());
+        // Allocations halve the count (capped at BATCH << 5 = 2048, so 11
+        // halvings clear it); the next drain after 11 frees is BATCH.
+        let src = Source { asked: RefCell::new(Vec::new()), next: RefCell::new(10_000) };
+        push_all(&pcp, 961..1408, &mut drains);
+        assert_eq!((drains.len(), pcp.count()), (2, 512));
+        for _ in 0..11 {
+            assert!(pcp.pop(ZoneKind::Movable, |b, w| src.refill(b, w)).is_some());
+        }
+        assert!(src.asked.borrow().is_empty(), "no refill while the cache holds frames");
+        push_all(&pcp, 2000..2012, &mut drains);
+        assert_eq!(drains.len(), 3);
+        assert_eq!(drains[2].len(), BATCH);
+        assert_eq!(pcp.count(), (HIGH + 1 - BATCH) as u64);
+        // A drain leaves the count (12); one bulk allocation of 4 frames
+        // halves it once (6), so 68 more frees drain 74 (one halving per
+        // frame would have left 0 and drained 68).
+        let mut out = [Pfn::default(); 4];
+        assert_eq!(pcp.pop_many(ZoneKind::Movable, &mut out, |b, w| src.refill(b, w)), 4);
+        push_all(&pcp, 3000..3068, &mut drains);
+        assert_eq!(drains.len(), 4);
+        assert_eq!(drains[3].len(), 74);
     }
 
     #[test]
