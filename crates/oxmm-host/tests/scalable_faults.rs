@@ -8,7 +8,7 @@
 //!
 //! Also: the fast path writes no shared cache line with per-CPU RSS
 //! counters (only the zone lock, once per per-CPU refill, which grows to
-//! 448 frames), and one per fault with the shared counter (a count, not a
+//! 256 frames), and one per fault with the shared counter (a count, not a
 //! timing); an unmap returns its frames to the zone in batches that grow
 //! the same way.
 
@@ -292,16 +292,16 @@ mod shared_writes {
     }
 
     /// Zone-lock batches a CPU that only allocates may take for `pages`
-    /// frames: refills grow 64, 128, 256 and then bring 448 (`HIGH -
-    /// BATCH`) at a time, so three ramp-up refills and then one per 448.
+    /// frames: refills grow 64, 128, 256 and then bring `REFILL_MAX` (256)
+    /// at a time, so three ramp-up refills and then one per 256.
     fn refill_bound(pages: u64) -> u64 {
-        use oxmm::phys::pcp::{BATCH, HIGH};
-        pages.div_ceil((HIGH - BATCH) as u64) + 3
+        use oxmm::phys::pcp::REFILL_MAX;
+        pages.div_ceil(REFILL_MAX as u64) + 3
     }
 
     /// Per-CPU RSS, prefault off: no counted shared write at all, and the
-    /// zone lock once per scaled refill (6 for these 2,044 pages, where
-    /// fixed 64-frame refills took 32).
+    /// zone lock once per scaled refill (at most 11 for these 2,044 pages,
+    /// where fixed 64-frame refills took 32).
     #[test]
     fn per_cpu_rss_writes_no_shared_line() {
         let r = run(RssMode::PerCpu, None, 4);
@@ -323,7 +323,7 @@ mod shared_writes {
 
     /// Unmapping a large region frees its frames into the CPU's cache,
     /// which drains to the zone as many as were freed in a row (up to
-    /// `HIGH - BATCH`): one zone-lock batch per 448 frames where fixed
+    /// `DRAIN_MAX`): one zone-lock batch per 448 frames where fixed
     /// 64-frame drains took 7 times as many, and every frame back in the
     /// allocator.
     #[test]

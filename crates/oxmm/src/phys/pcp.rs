@@ -5,14 +5,16 @@
 //! (refill) or above [`HIGH`] (drain) is the zone lock taken. Both batches
 //! scale with a one-sided stream, as Linux's do since 6.7:
 //! - a refill moves [`BATCH`] frames doubled for every refill since the
-//!   cache last took a free, up to what keeps the cache within [`HIGH`]
-//!   (`nr_pcp_alloc` and `alloc_factor`): a CPU that only allocates — a
-//!   sequential first touch — takes the zone lock once per `HIGH - BATCH`
-//!   frames instead of once per `BATCH`, and parks no more than before;
+//!   cache last took a free, up to [`REFILL_MAX`], the largest power of
+//!   two that keeps the cache within [`HIGH`] (`nr_pcp_alloc` and
+//!   `alloc_factor`): a CPU that only allocates — a sequential first
+//!   touch — takes the zone lock once per [`REFILL_MAX`] frames instead of
+//!   once per [`BATCH`], and parks no more than before;
 //! - a drain moves as many frames as were freed in a row (a count halved
-//!   by every allocation call), at least [`BATCH`] and at most `HIGH - BATCH`, so that
-//!   [`BATCH`] stay cached (`nr_pcp_free` and `free_count`): an unmap of
-//!   a large region takes the zone lock once per `HIGH - BATCH` frames.
+//!   by every allocation call), at least [`BATCH`] and at most
+//!   [`DRAIN_MAX`], so that [`BATCH`] stay cached (`nr_pcp_free` and
+//!   `free_count`): an unmap of a large region takes the zone lock once per
+//!   [`DRAIN_MAX`] frames.
 //!
 //! The lock here is the CPU's own and is uncontended except when
 //! another CPU steals from the cache as a last resort before OOM.
@@ -27,6 +29,9 @@ use crate::sync::{new_mutex, AtomicU64, Mutex, Ordering};
 pub const BATCH: usize = 64;
 /// Cache size above which a batch is drained.
 pub const HIGH: usize = 8 * BATCH;
+/// Most frames a refill brings: the largest power of two that leaves
+/// room for a batch of frees below [`HIGH`] in an empty cache.
+pub const REFILL_MAX: usize = 1 << (HIGH - BATCH).ilog2();
 /// Most frames a drain moves: what leaves [`BATCH`] in the cache.
 pub const DRAIN_MAX: usize = HIGH - BATCH;
 /// Where the count of frames freed in a row stops (Linux's `batch <<
@@ -55,19 +60,27 @@ impl List {
     }
 
     /// How many frames the next refill should bring: [`BATCH`] doubled
-    /// `alloc_factor` times, but no more than leaves room for a batch of
-    /// frees below [`HIGH`]; one more doubling for the refill after, unless
-    /// this one was already capped. The cap (at most `HIGH - BATCH`) also
-    /// bounds the factor, so no separate limit on doublings is needed
-    /// (Linux's `PCP_BATCH_SCALE_MAX` of 5 is never reached at this
-    /// `HIGH`).
+    /// `alloc_factor` times, but no more than the largest power of two
+    /// that leaves room for a batch of frees below [`HIGH`] ([`REFILL_MAX`]
+    /// for an empty cache); one more doubling for the refill after, unless
+    /// this one was already capped. The cap also bounds the factor, so no
+    /// separate limit on doublings is needed (Linux's
+    /// `PCP_BATCH_SCALE_MAX` of 5 is never reached at this `HIGH`).
+    ///
+    /// Powers of two, so that a refill is one buddy block where the zone
+    /// has one, and successive refills take the successive halves of one
+    /// larger block: a sequential first touch then zeroes frames in
+    /// ascending order across refills. Refills of `HIGH - BATCH` (448) are
+    /// three blocks, each refill leaving a hole that a later one fills;
+    /// their frames jumped back every ~190 frames.
     fn refill_size(&mut self) -> usize {
         let room = HIGH.saturating_sub(self.frames.len() + BATCH).max(BATCH);
+        let cap = 1 << room.ilog2();
         let want = BATCH << self.alloc_factor;
-        if want <= room {
+        if want <= cap {
             self.alloc_factor += 1;
         }
-        want.min(room)
+        want.min(cap)
     }
 }
 
@@ -210,13 +223,14 @@ mod tests {
         let src = Source { asked: RefCell::new(Vec::new()), next: RefCell::new(0) };
         let mut out = [Pfn::default(); 16];
         let mut got = 0;
-        while got < 64 + 128 + 256 + 448 + 448 {
+        while got < 64 + 128 + 256 + 256 + 256 {
             got += pcp.pop_many(ZoneKind::Movable, &mut out, |b, w| src.refill(b, w));
         }
-        assert_eq!(*src.asked.borrow(), [64, 128, 256, 448, 448], "doubling from BATCH, capped at HIGH - BATCH");
+        assert_eq!(REFILL_MAX, 256);
+        assert_eq!(*src.asked.borrow(), [64, 128, 256, 256, 256], "doubling from BATCH, capped at REFILL_MAX");
         assert_eq!(pcp.count(), 0);
         // A stack: the last frame popped is the first the last refill gave.
-        assert_eq!(out[15].as_u64(), u64::from(*src.next.borrow()) - 448);
+        assert_eq!(out[15].as_u64(), u64::from(*src.next.borrow()) - 256);
         // One free halves the factor (3 -> 1): once the cache runs dry
         // again, the refill asks for BATCH << 1.
         pcp.push(ZoneKind::Movable, Pfn::new_unchecked(7), |_| panic!("no drain below HIGH"));
