@@ -433,14 +433,31 @@ impl PhysMem {
             return;
         }
         let pcp = &self.pcp[cpu.index() % self.pcp.len()];
-        pcp.push(z.kind, pfn, |drain| {
+        pcp.push(z.kind, pfn, |drain| self.drain_to_zones(cpu, drain));
+    }
+
+    /// Return the frames `drain` of a per-CPU cache to their zones, each
+    /// zone's lock once per run of its frames. A cache list holds the
+    /// frames of the zones its refills fell back to (a movable list
+    /// refilled from the normal zone, or from another node), so the frames
+    /// of one drain need not all be of the zone of the frame being freed.
+    fn drain_to_zones(&self, cpu: CpuId, drain: &[u32]) {
+        let mut i = 0;
+        while i < drain.len() {
+            let zone = self.zone_of(Pfn::new_unchecked(u64::from(drain[i])));
+            let z = &self.zones[zone];
             self.took_zone_lock(Some(cpu));
             let mut fa = z.lock();
-            for &p in drain.iter() {
-                fa.free(&self.frames, Pfn::new_unchecked(p as u64), 0);
+            while let Some(&p) = drain.get(i) {
+                let p = Pfn::new_unchecked(u64::from(p));
+                if !z.contains(p) {
+                    break;
+                }
+                fa.free(&self.frames, p, 0);
+                i += 1;
             }
             z.free_count.store(fa.free, Ordering::Relaxed);
-        });
+        }
     }
 
     /// Free 2^order frames allocated by [`PhysMem::alloc_pages`].
@@ -527,6 +544,34 @@ mod tests {
             m.free_frame(CpuId(0), p);
         }
         assert_eq!(m.free_frames(), m.boot_free());
+    }
+
+    /// A cache list holds frames of the zones its refills fell back to (a
+    /// movable list refilled from the normal zone once the movable zone
+    /// is dry); its drains return each frame to its own zone, so that a
+    /// normal allocation can still get every normal frame afterwards.
+    #[test]
+    fn drains_return_fallback_frames_to_their_own_zone() {
+        let m = mem(8192, 1, 1);
+        let boot: alloc::vec::Vec<u64> = m.zones().iter().map(Zone::free_frames).collect();
+        // One frame past the movable zone: the refill that serves it comes
+        // from the normal zone and leaves the rest of its frames cached in
+        // the movable list, below everything freed next.
+        let movable = m.zones().iter().find(|z| z.kind == ZoneKind::Movable).map(Zone::free_frames).unwrap();
+        let got: alloc::vec::Vec<Pfn> = (0..=movable).map(|_| m.alloc_frame(CpuId(0), Gfp::MOVABLE).unwrap()).collect();
+        assert!(pcp::BATCH as u64 <= m.pcp[0].count(), "normal frames cached in the movable list");
+        for p in got {
+            m.free_frame(CpuId(0), p);
+        }
+        m.drain_all();
+        let now: alloc::vec::Vec<u64> = m.zones().iter().map(Zone::free_frames).collect();
+        assert_eq!(now, boot, "free frames per zone");
+        let normal = m.zones().iter().find(|z| z.kind == ZoneKind::Normal).map(Zone::free_frames).unwrap();
+        let mut kernel = 0;
+        while m.alloc_frame(CpuId(0), Gfp::KERNEL).is_some() {
+            kernel += 1;
+        }
+        assert_eq!(kernel, normal, "every normal frame reachable by a normal allocation");
     }
 
     #[test]
