@@ -4,15 +4,16 @@
 //! home node. Allocation pops, freeing pushes; only when the stack is empty
 //! (refill) or above [`HIGH`] (drain) is the zone lock taken. Both batches
 //! scale with a one-sided stream, as Linux's do since 6.7:
-//! - a refill moves [`BATCH`] frames doubled for every refill since the
-//!   cache last took a free, up to [`REFILL_MAX`], the largest power of
+//! - a refill moves [`BATCH`] frames doubled once for every earlier refill
+//!   (the count of doublings halved by every free), up to [`REFILL_MAX`],
+//!   the largest power of
 //!   two that keeps the cache within [`HIGH`] (`nr_pcp_alloc` and
 //!   `alloc_factor`): a CPU that only allocates — a sequential first
 //!   touch — takes the zone lock once per [`REFILL_MAX`] frames instead of
 //!   once per [`BATCH`], and parks no more than before;
 //! - a drain moves as many frames as were freed in a row (a count halved
 //!   by every allocation call), at least [`BATCH`] and at most
-//!   [`DRAIN_MAX`], so that [`BATCH`] stay cached (`nr_pcp_free` and
+//!   [`DRAIN_MAX`], so that at least [`BATCH`] stay cached (`nr_pcp_free` and
 //!   `free_count`): an unmap of a large region takes the zone lock once per
 //!   [`DRAIN_MAX`] frames.
 //!
@@ -25,7 +26,7 @@ use super::ZoneKind;
 use crate::addr::Pfn;
 use crate::sync::{new_mutex, AtomicU64, Mutex, Ordering};
 
-/// Frames moved per drain, and by the first refill after a free.
+/// The fewest frames a drain moves, and the first refill of a fresh cache.
 pub const BATCH: usize = 64;
 /// Cache size above which a batch is drained.
 pub const HIGH: usize = 8 * BATCH;
@@ -140,7 +141,9 @@ impl PerCpuPages {
     ) -> usize {
         let mut guard = self.lists[kind as usize].lock();
         let l = &mut *guard;
-        // One halving per call, as Linux halves once per bulk allocation.
+        // One halving per call, however many frames it takes: this
+        // crate's choice (Linux's bulk allocator leaves the count alone;
+        // its single-page allocations halve it once each).
         l.free_count >>= 1;
         let mut n = 0;
         while n < out.len() {
@@ -259,8 +262,8 @@ mod tests {
         push_all(&pcp, 513..961, &mut drains);
         assert_eq!(drains.len(), 2);
         assert_eq!(drains[1], (448..896).collect::<Vec<u32>>());
-        // Allocations halve the count (capped at BATCH << 5 = 2048, so 11
-        // halvings clear it); the next drain after 11 frees is BATCH.
+        // Allocations halve the count (1408 here, so 11 halvings clear
+        // it); the next drain after 12 frees is BATCH.
         let src = Source { asked: RefCell::new(Vec::new()), next: RefCell::new(10_000) };
         push_all(&pcp, 961..1408, &mut drains);
         assert_eq!((drains.len(), pcp.count()), (2, 512));
@@ -280,6 +283,28 @@ mod tests {
         push_all(&pcp, 3000..3068, &mut drains);
         assert_eq!(drains.len(), 4);
         assert_eq!(drains[3].len(), 74);
+    }
+
+    /// The count of frees in a row stops at `BATCH << 5`: after 10,000
+    /// frees, five allocations bring it down to `BATCH`, and the next drain
+    /// is that plus the frees since (an unbounded count would still be
+    /// 312 and drain `DRAIN_MAX`).
+    #[test]
+    fn the_count_of_frees_in_a_row_is_capped() {
+        let pcp = PerCpuPages::new();
+        let mut drains = Vec::new();
+        push_all(&pcp, 0..10_000, &mut drains);
+        let src = Source { asked: RefCell::new(Vec::new()), next: RefCell::new(20_000) };
+        for _ in 0..5 {
+            assert!(pcp.pop(ZoneKind::Movable, |b, w| src.refill(b, w)).is_some());
+        }
+        let before = drains.len();
+        let frees = HIGH + 1 - pcp.count() as usize;
+        push_all(&pcp, 30_000..30_000 + frees as u32, &mut drains);
+        assert_eq!(drains.len(), before + 1);
+        let want = (FREE_COUNT_MAX >> 5) + frees;
+        assert!(want < DRAIN_MAX, "the test must tell the cap from no cap");
+        assert_eq!(drains[before].len(), want);
     }
 
     #[test]
