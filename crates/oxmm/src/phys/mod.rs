@@ -367,9 +367,14 @@ impl PhysMem {
                 return Some(pfn);
             }
         }
-        // Last resort: frames sitting in other CPUs' caches.
+        // Last resort: frames sitting in other CPUs' caches. Only the lists
+        // this allocation may take from: a movable list holds movable-zone
+        // frames, which an unmovable allocation must never get (the zone
+        // would no longer be all movable: Linux keeps unmovable pages out
+        // of ZONE_MOVABLE). A normal list holds only normal-zone frames.
+        let kinds: &[ZoneKind] = if gfp.movable { &[ZoneKind::Movable, ZoneKind::Normal] } else { &[ZoneKind::Normal] };
         for other in 0..self.pcp.len() {
-            for kind in [ZoneKind::Movable, ZoneKind::Normal] {
+            for &kind in kinds {
                 if let Some(pfn) = self.pcp[other].steal(kind) {
                     if order == 0 {
                         self.mark_allocated(pfn, 0, gfp);
@@ -572,6 +577,30 @@ mod tests {
             kernel += 1;
         }
         assert_eq!(kernel, normal, "every normal frame reachable by a normal allocation");
+    }
+
+    /// An unmovable allocation's last resort (other CPUs' caches) never
+    /// hands it a movable-zone frame: with the normal zone used up it
+    /// fails, though another CPU has movable frames cached.
+    #[test]
+    fn unmovable_allocations_never_steal_movable_frames() {
+        let m = mem(8192, 1, 2);
+        let movable = m.alloc_frame(CpuId(1), Gfp::MOVABLE).unwrap();
+        assert!(m.pcp[1].count() > 0, "CPU 1 caches the rest of its refill");
+        let normal = m.zones().iter().find(|z| z.kind == ZoneKind::Normal).unwrap();
+        let expect = normal.free_frames();
+        let mut got = alloc::vec::Vec::new();
+        while let Some(p) = m.alloc_frame(CpuId(0), Gfp::KERNEL) {
+            assert!(normal.contains(p), "frame {} of the movable zone for an unmovable allocation", p.as_u64());
+            got.push(p);
+        }
+        assert_eq!(got.len() as u64, expect, "every normal frame, and no other");
+        for p in got {
+            m.free_frame(CpuId(0), p);
+        }
+        m.free_frame(CpuId(1), movable);
+        m.drain_all();
+        assert_eq!(m.free_frames(), m.boot_free());
     }
 
     #[test]
