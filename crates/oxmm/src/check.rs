@@ -19,7 +19,10 @@
 //!    page;
 //! 8. the reverse map finds exactly the PTEs that map each page — every PTE
 //!    found, no stale entry — under either scheme, and the pte-chain
-//!    counters (chained frames) agree with the frames' maps.
+//!    counters (chained frames) agree with the frames' maps;
+//! 9. every allocated frame of a movable zone was allocated movable (an
+//!    unmovable allocation never gets a frame there, so the zone can be
+//!    emptied by migration).
 
 use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::format;
@@ -32,6 +35,7 @@ use crate::arch::{load_entry, EntryKind, Native, PagingFormat};
 use crate::mm::vma::VmaTree;
 use crate::mm::{Mm, MmState};
 use crate::phys::frame::flags;
+use crate::phys::ZoneKind;
 use crate::rmap::{PteRef, RmapScheme};
 use crate::stats::Stat;
 use crate::system::System;
@@ -191,6 +195,8 @@ pub fn check(sys: &System) -> Result<CheckSummary, CheckError> {
     let mut anon = 0i64;
     let mut tables_flagged = 0u64;
     let mut allocated = 0u64;
+    let movable: Vec<(Pfn, Pfn)> =
+        sys.phys.zones().iter().filter(|z| z.kind == ZoneKind::Movable).map(|z| (z.start, z.end)).collect();
     for p in 1..sys.phys.total_frames() {
         let pfn = Pfn::try_new(p).expect("frame table index fits a Pfn");
         let f = sys.phys.frame(pfn);
@@ -199,6 +205,9 @@ pub fn check(sys: &System) -> Result<CheckSummary, CheckError> {
             continue;
         }
         allocated += 1;
+        if fl & flags::MOVABLE == 0 && movable.iter().any(|&(start, end)| start <= pfn && pfn < end) {
+            w.bad(format!("frame {pfn:?} of a movable zone allocated unmovable (flags {fl:#x})"));
+        }
         let mapped = w.counts.get(&p).copied().unwrap_or(0);
         if fl & flags::PAGETABLE != 0 {
             tables_flagged += 1;
