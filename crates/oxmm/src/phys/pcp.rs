@@ -6,16 +6,15 @@
 //! scale with a one-sided stream, as Linux's do since 6.7:
 //! - a refill moves [`BATCH`] frames doubled once for every earlier refill
 //!   (the count of doublings halved by every free), up to [`REFILL_MAX`],
-//!   the largest power of
-//!   two that keeps the cache within [`HIGH`] (`nr_pcp_alloc` and
-//!   `alloc_factor`): a CPU that only allocates — a sequential first
-//!   touch — takes the zone lock once per [`REFILL_MAX`] frames instead of
-//!   once per [`BATCH`], and parks no more than before;
+//!   the largest power of two that keeps the cache within [`HIGH`]
+//!   (`nr_pcp_alloc` and `alloc_factor`): a CPU that only allocates — a
+//!   sequential first touch — takes the zone lock once per [`REFILL_MAX`]
+//!   frames instead of once per [`BATCH`], and parks no more than before;
 //! - a drain moves as many frames as were freed in a row (a count halved
 //!   by every allocation call), at least [`BATCH`] and at most
-//!   [`DRAIN_MAX`], so that at least [`BATCH`] stay cached (`nr_pcp_free` and
-//!   `free_count`): an unmap of a large region takes the zone lock once per
-//!   [`DRAIN_MAX`] frames.
+//!   [`DRAIN_MAX`], so that at least [`BATCH`] stay cached (`nr_pcp_free`
+//!   and `free_count`): an unmap of a large region takes the zone lock once
+//!   per [`DRAIN_MAX`] frames.
 //!
 //! The lock here is the CPU's own and is uncontended except when
 //! another CPU steals from the cache as a last resort before OOM.
