@@ -6,7 +6,10 @@
 
 mod common;
 
+use std::sync::atomic::Ordering::Relaxed;
+
 use common::*;
+use oxmm::addr::{Pfn, VirtAddr};
 use oxmm::mm::Prot;
 use oxmm::phys::frame::flags;
 use oxmm::phys::ZoneKind;
@@ -15,23 +18,29 @@ fn violations(rig: &Rig) -> Vec<String> {
     rig.machine.check().err().map(|e| e.violations).unwrap_or_default()
 }
 
-/// Invariant 9: a frame of a movable zone that was allocated unmovable.
-#[test]
-fn an_unmovable_frame_in_a_movable_zone_is_reported() {
+/// A rig with one anonymous page written: its address and its frame.
+fn rig_with_a_page() -> (Rig, VirtAddr, Pfn) {
     let mut rig = Rig::new();
     let p = rig.map(PAGE, Prot::RW);
     rig.cpu.write_u8(p, 1).unwrap();
     let pfn = rig.pfn_of(&rig.proc, p);
+    assert!(violations(&rig).is_empty());
+    (rig, p, pfn)
+}
+
+/// Invariant 9: a frame of a movable zone that was allocated unmovable.
+#[test]
+fn an_unmovable_frame_in_a_movable_zone_is_reported() {
+    let (rig, _, pfn) = rig_with_a_page();
     let sys = rig.machine.sys();
     let zone = sys.phys.zones().iter().find(|z| z.start <= pfn && pfn < z.end).expect("a zone holds the frame");
     assert_eq!(zone.kind, ZoneKind::Movable, "a user page comes from the movable zone");
-    assert!(violations(&rig).is_empty());
     let f = sys.phys.frame(pfn);
-    f.flags.fetch_and(!flags::MOVABLE, std::sync::atomic::Ordering::Relaxed);
+    f.flags.fetch_and(!flags::MOVABLE, Relaxed);
     let v = violations(&rig);
     assert_eq!(v.len(), 1, "{v:?}");
     assert!(v[0].contains("movable zone allocated unmovable"), "{v:?}");
-    f.flags.fetch_or(flags::MOVABLE, std::sync::atomic::Ordering::Relaxed);
+    f.flags.fetch_or(flags::MOVABLE, Relaxed);
     assert!(violations(&rig).is_empty());
 }
 
@@ -51,14 +60,12 @@ fn an_unreachable_page_table_is_reported() {
 /// Invariant 3: a mapcount that disagrees with the PTEs.
 #[test]
 fn a_wrong_mapcount_is_reported() {
-    let mut rig = Rig::new();
-    let p = rig.map(PAGE, Prot::RW);
-    rig.cpu.write_u8(p, 1).unwrap();
-    let f = rig.machine.sys().phys.frame(rig.pfn_of(&rig.proc, p));
-    f.mapcount.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let (rig, _, pfn) = rig_with_a_page();
+    let f = rig.machine.sys().phys.frame(pfn);
+    f.mapcount.fetch_add(1, Relaxed);
     let v = violations(&rig);
     assert!(v.iter().any(|m| m.contains("mapcount 2 but 1 PTEs map it")), "{v:?}");
-    f.mapcount.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    f.mapcount.fetch_sub(1, Relaxed);
     assert!(violations(&rig).is_empty());
 }
 
@@ -84,11 +91,11 @@ fn a_leaked_anonymous_frame_is_reported() {
     let sys = rig.machine.sys();
     let pfn = sys.phys.alloc_frame(rig.cpu.id(), oxmm::phys::Gfp::MOVABLE).expect("a frame");
     let f = sys.phys.frame(pfn);
-    f.flags.fetch_or(flags::ANON, std::sync::atomic::Ordering::Relaxed);
+    f.flags.fetch_or(flags::ANON, Relaxed);
     let v = violations(&rig);
     assert!(v.iter().any(|m| m.contains("allocated but mapped nowhere: leaked")), "{v:?}");
     assert!(v.iter().any(|m| m.contains("NrAnonPages 0 but 1 frames are anonymous")), "{v:?}");
-    f.flags.fetch_and(!flags::ANON, std::sync::atomic::Ordering::Relaxed);
+    f.flags.fetch_and(!flags::ANON, Relaxed);
     sys.phys.free_frame(rig.cpu.id(), pfn);
     assert!(violations(&rig).is_empty());
 }
@@ -96,23 +103,19 @@ fn a_leaked_anonymous_frame_is_reported() {
 /// Invariant 8: a reverse map that no longer finds the PTE.
 #[test]
 fn a_lost_reverse_mapping_is_reported() {
-    let mut rig = Rig::new();
-    let p = rig.map(PAGE, Prot::RW);
-    rig.cpu.write_u8(p, 1).unwrap();
-    let f = rig.machine.sys().phys.frame(rig.pfn_of(&rig.proc, p));
-    let saved = f.rmap.swap(0, std::sync::atomic::Ordering::Relaxed);
+    let (rig, _, pfn) = rig_with_a_page();
+    let f = rig.machine.sys().phys.frame(pfn);
+    let saved = f.rmap.swap(0, Relaxed);
     let v = violations(&rig);
     assert!(v.iter().any(|m| m.contains("but the reverse map gives")), "{v:?}");
-    f.rmap.store(saved, std::sync::atomic::Ordering::Relaxed);
+    f.rmap.store(saved, Relaxed);
     assert!(violations(&rig).is_empty());
 }
 
 /// Invariant 2: a PTE that allows more than its VMA.
 #[test]
 fn a_pte_allowing_more_than_its_vma_is_reported() {
-    let mut rig = Rig::new();
-    let p = rig.map(PAGE, Prot::RW);
-    rig.cpu.write_u8(p, 1).unwrap();
+    let (mut rig, p, _) = rig_with_a_page();
     rig.cpu.mprotect(p.as_u64(), PAGE, Prot::READ).unwrap();
     let sys = rig.machine.sys();
     let mm = rig.proc.mm();
@@ -123,9 +126,9 @@ fn a_pte_allowing_more_than_its_vma_is_reported() {
         let slot = unsafe { oxmm::pgtable::pte_slot(sys, mm.root(), p) }.expect("the PTE table exists");
         let w = oxmm::arch::Pte::WRITABLE;
         if on {
-            slot.fetch_or(w, std::sync::atomic::Ordering::Relaxed);
+            slot.fetch_or(w, Relaxed);
         } else {
-            slot.fetch_and(!w, std::sync::atomic::Ordering::Relaxed);
+            slot.fetch_and(!w, Relaxed);
         }
     };
     flip(true);
