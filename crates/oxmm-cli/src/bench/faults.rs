@@ -41,7 +41,11 @@
 //! # Runs, medians, ratios
 //!
 //! A row is measured `--runs` times; runs of the targets alternate (run 0
-//! of every target, then run 1 of every target, …), and the zero-fill limit
+//! of every target, then run 1 of every target, …), within a round in the
+//! targets' order in even rounds and in reverse in odd ones (so that a
+//! drift within a round, or what one target leaves the next — host page
+//! cache, a frame layout — does not fall on the same side of a pairing in
+//! every round), and the zero-fill limit
 //! (see [`super::zerofill`]) is measured at both ends of each such round,
 //! the round keeping the higher of the two (a limit is what the machine
 //! can do: a dip at one end — another tenant, or the host kernel catching
@@ -1030,10 +1034,21 @@ fn row<T: FaultTarget>(target: &T, plan: &Plan, runs: Vec<Figures>) -> Row {
     }
 }
 
+/// The order in which round `run` measures `n` targets: as given in even
+/// rounds, reversed in odd ones.
+pub fn round_order(n: usize, run: u32) -> Vec<usize> {
+    if run.is_multiple_of(2) {
+        (0..n).collect()
+    } else {
+        (0..n).rev().collect()
+    }
+}
+
 /// Measure every shape of `args` on every target (runs alternating between
-/// targets, one zero-fill measurement per round), print the result to
-/// `out` (a table, or JSON with `--json` and the table on stderr), write
-/// the SVG if asked; also returns the report.
+/// targets, in [`round_order`], with the zero-fill limit measured at both
+/// ends of each round), print the result to `out` (a table, or JSON with
+/// `--json` and the table on stderr), write the SVG if asked; also returns
+/// the report.
 ///
 /// The first target is every ratio's baseline (the host kernel).
 pub fn run_faults<T: FaultTarget>(
@@ -1081,7 +1096,8 @@ pub fn run_faults<T: FaultTarget>(
                     before.push(zf.measure(*threads).context("zero-fill measurement")?);
                 }
             }
-            for (i, target) in targets.iter().enumerate() {
+            for i in round_order(targets.len(), run) {
+                let target = &targets[i];
                 progress.set_message(format!("{} {label}", target.name()));
                 runs[i].push(measure_run(target, &plans[i], run, &progress)?);
             }
@@ -1562,6 +1578,8 @@ pub(crate) mod tests {
         runs_begun: std::sync::atomic::AtomicU64,
         touched: std::sync::atomic::AtomicU64,
         unmapped: std::sync::atomic::AtomicU64,
+        /// Where to record the name at each `begin_run`, if anywhere.
+        log: Option<std::sync::Arc<std::sync::Mutex<Vec<String>>>>,
     }
 
     pub(crate) struct FakeThread<'a> {
@@ -1579,6 +1597,7 @@ pub(crate) mod tests {
                 runs_begun: 0.into(),
                 touched: 0.into(),
                 unmapped: 0.into(),
+                log: None,
             }
         }
     }
@@ -1596,6 +1615,9 @@ pub(crate) mod tests {
         }
         fn begin_run(&self) -> anyhow::Result<()> {
             self.runs_begun.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if let Some(log) = &self.log {
+                log.lock().unwrap().push(self.name.clone());
+            }
             Ok(())
         }
         fn thread(&self, index: usize) -> anyhow::Result<FakeThread<'_>> {
@@ -1643,6 +1665,23 @@ pub(crate) mod tests {
             no_progress: true,
             ..FaultsArgs::default()
         }
+    }
+
+    /// Rounds measure the targets forward, then backward: with three runs
+    /// of one shape, a b c, c b a, a b c.
+    #[test]
+    fn rounds_alternate_the_order_of_targets() {
+        let args = FaultsArgs { threads: vec![1], order: vec![Order::Seq], ..small_args() };
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let targets = ["a", "b", "c"].map(|n| {
+            let mut t = Fake::new(n, None, false);
+            t.log = Some(log.clone());
+            t
+        });
+        run_faults(&args, &targets, &mut Vec::new()).unwrap();
+        assert_eq!(*log.lock().unwrap(), ["a", "b", "c", "c", "b", "a", "a", "b", "c"]);
+        assert_eq!(round_order(3, 0), [0, 1, 2]);
+        assert_eq!(round_order(3, 1), [2, 1, 0]);
     }
 
     #[test]
