@@ -165,15 +165,8 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Cmd::Bench(BenchCmd::Faults { args, machine }) => {
             args.validate()?;
-            let max_gb = args.gb.iter().copied().fold(0.0f64, f64::max);
             let max_threads = args.threads.iter().copied().max().unwrap_or(1);
-            // The data, plus page tables (1/512), per-CPU caches and a
-            // quarter of headroom: a nearly full machine measures its page
-            // allocator's low-memory path (refills of a few pages per zone
-            // lock), not the fault path, and the host kernel has its whole
-            // RAM free.
-            let need = ((max_gb * (1u64 << 30) as f64) * 1.25) as u64 + (256 << 20);
-            let need = need.div_ceil(1 << 21) << 21;
+            let need = args.machine_bytes(MachineConfig::default().movable_percent);
             let m = boot(machine.config(need, max_threads))?;
             let targets = bench::fault_targets(&m, &args)?;
             let mut out = stdout.lock();

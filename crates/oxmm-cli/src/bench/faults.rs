@@ -217,6 +217,22 @@ impl FaultsArgs {
         Ok(())
     }
 
+    /// Bytes of memory the hosted machine needs for these rows, with
+    /// `movable_percent` of it in movable zones: the largest row's data
+    /// plus a quarter of headroom (page tables are 1/512 of it, the
+    /// per-CPU caches a few MiB) and 256 MiB, all in the movable zones,
+    /// rounded up to 2 MiB. User pages are movable allocations: a row
+    /// larger than the movable zones would end its first touch on the
+    /// fallback to the normal zone, and a nearly full machine measures its
+    /// allocator's low-memory path (refills of a few pages per zone lock),
+    /// not the fault path, while the host kernel has its whole RAM free.
+    pub fn machine_bytes(&self, movable_percent: u64) -> u64 {
+        let max_gb = self.gb.iter().copied().fold(0.0f64, f64::max);
+        let movable = (max_gb * GIB * 1.25) as u64 + (256 << 20);
+        let need = movable * 100 / movable_percent.clamp(1, 100);
+        need.div_ceil(1 << 21) << 21
+    }
+
     /// Row shapes in output order: by order, then size, then thread count
     /// (duplicates dropped).
     pub fn shapes(&self) -> Vec<Shape> {
@@ -1411,6 +1427,19 @@ pub(crate) mod tests {
         sorted.sort_unstable();
         assert_eq!(sorted, (0..1000).collect::<Vec<_>>());
         assert!(shuffled(0, 1).is_empty());
+    }
+
+    /// The machine for a row of 4 GiB has 5.25 GiB of movable memory:
+    /// 7 GiB in all at 75 % movable, where sizing the whole machine by the
+    /// data left the movable zone smaller than the row.
+    #[test]
+    fn the_machine_fits_the_largest_row_in_its_movable_zone() {
+        let args = FaultsArgs { gb: vec![1.0, 4.0], ..FaultsArgs::default() };
+        let bytes = args.machine_bytes(75);
+        assert_eq!(bytes % (2 << 20), 0);
+        assert!(bytes * 75 / 100 >= (4u64 << 30) * 5 / 4, "{bytes}");
+        assert_eq!(bytes, 7 << 30);
+        assert_eq!(args.machine_bytes(100), (5u64 << 30) + (256 << 20));
     }
 
     #[test]
