@@ -195,8 +195,7 @@ pub fn check(sys: &System) -> Result<CheckSummary, CheckError> {
     let mut anon = 0i64;
     let mut tables_flagged = 0u64;
     let mut allocated = 0u64;
-    let movable: Vec<(Pfn, Pfn)> =
-        sys.phys.zones().iter().filter(|z| z.kind == ZoneKind::Movable).map(|z| (z.start, z.end)).collect();
+    let movable: Vec<&crate::phys::Zone> = sys.phys.zones().iter().filter(|z| z.kind == ZoneKind::Movable).collect();
     for p in 1..sys.phys.total_frames() {
         let pfn = Pfn::try_new(p).expect("frame table index fits a Pfn");
         let f = sys.phys.frame(pfn);
@@ -205,7 +204,7 @@ pub fn check(sys: &System) -> Result<CheckSummary, CheckError> {
             continue;
         }
         allocated += 1;
-        if fl & flags::MOVABLE == 0 && movable.iter().any(|&(start, end)| start <= pfn && pfn < end) {
+        if fl & flags::MOVABLE == 0 && movable.iter().any(|z| z.contains(pfn)) {
             w.bad(format!("frame {pfn:?} of a movable zone allocated unmovable (flags {fl:#x})"));
         }
         let mapped = w.counts.get(&p).copied().unwrap_or(0);

@@ -117,7 +117,7 @@ fn numa_nodes_and_zones_split_memory() {
     assert_eq!(zones.iter().map(|z| z.end.as_u64() - z.start.as_u64()).sum::<u64>(), 4096);
     // CPU 1 lives on node 1: its movable allocations come from node 1's movable zone.
     let p = sys.phys.alloc_frame(CpuId(1), oxmm::phys::Gfp::MOVABLE).unwrap();
-    let z = zones.iter().find(|z| z.start <= p && p < z.end).unwrap();
+    let z = zones.iter().find(|z| z.contains(p)).unwrap();
     assert_eq!((z.node, z.kind), (1, oxmm::phys::ZoneKind::Movable));
     sys.phys.free_frame(CpuId(1), p);
 }

@@ -86,7 +86,8 @@ impl Zone {
         self.lock().counts()
     }
 
-    fn contains(&self, pfn: Pfn) -> bool {
+    /// Whether `pfn` is one of the zone's frames.
+    pub fn contains(&self, pfn: Pfn) -> bool {
         self.start <= pfn && pfn < self.end
     }
 }
