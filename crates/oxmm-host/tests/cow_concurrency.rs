@@ -137,3 +137,78 @@ fn two_cpus_of_the_only_mapper_reuse_without_copying() {
         r.check();
     }
 }
+
+/// A page that fork shared is not the parent's alone while the child's
+/// munmap is still running: the child's zap has dropped the mapcount to 1,
+/// but until its TLB flush the child's other CPUs may still read the page
+/// through stale translations. Reusing it in place then — through a write
+/// fault, or through mprotect making the PTE writable — would let them see
+/// what the parent writes after the fork. Linux decides on the reference
+/// count, which the zap drops only after the flush, and copies instead.
+///
+/// The child's munmap zaps the watched page first and flushes after 20,000
+/// more, so the parent's write lands inside that window in most rounds.
+#[test]
+fn a_write_during_the_other_mms_unmap_never_reaches_its_stale_tlb() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+    const N: u64 = 20_000;
+    for via_mprotect in [false, true] {
+        let cfg = oxmm_host::MachineConfig { mem_bytes: 256 << 20, cpus: 3, ..Default::default() };
+        let mut r = Rig::with(cfg);
+        let p = r.map(N * PAGE, Prot::RW);
+        r.cpu.fill(p, N * PAGE, 1).unwrap();
+        let parent = r.proc.clone();
+        let (mut stale, mut in_window) = (0, 0);
+        for round in 0..3u64 {
+            r.cpu.write_u64(p, 0).unwrap();
+            let child = r.cpu.fork(&parent).unwrap();
+            if via_mprotect {
+                r.cpu.mprotect(p.as_u64(), PAGE, Prot::READ).unwrap();
+            }
+            let frame = r.machine.sys().phys.frame(r.pfn_of(&parent, p));
+            let reader = Remote::new(&r.machine, 1, &child);
+            let unmapper = Remote::new(&r.machine, 2, &child);
+            // The child's CPU 1 caches the page's translation.
+            assert_eq!(reader.run(move |cpu| cpu.read_u64(p).unwrap()), 0);
+            let done = Arc::new(AtomicBool::new(false));
+            let seen = Arc::new(AtomicU64::new(0));
+            let secret = 0x5ec_0000 + round;
+            std::thread::scope(|s| {
+                let (d, n) = (done.clone(), seen.clone());
+                let rd = s.spawn(|| {
+                    reader.run(move |cpu| {
+                        while !d.load(Ordering::Acquire) {
+                            if cpu.read_u64(p) == Ok(secret) {
+                                n.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    })
+                });
+                let d = done.clone();
+                let un = s.spawn(|| {
+                    unmapper.run(move |cpu| {
+                        cpu.munmap(p.as_u64(), N * PAGE).unwrap();
+                        d.store(true, Ordering::Release);
+                    })
+                });
+                while frame.mapcount() != 1 && !done.load(Ordering::Acquire) {
+                    std::hint::spin_loop();
+                }
+                in_window += u64::from(!done.load(Ordering::Acquire));
+                if via_mprotect {
+                    r.cpu.mprotect(p.as_u64(), PAGE, Prot::RW).unwrap();
+                }
+                r.cpu.write_u64(p, secret).unwrap();
+                un.join().unwrap();
+                rd.join().unwrap();
+            });
+            stale += seen.load(Ordering::Relaxed);
+            drop((reader, unmapper));
+            r.cpu.exit_process(child);
+            assert_eq!(r.cpu.read_u64(p).unwrap(), secret);
+        }
+        assert_eq!(stale, 0, "mprotect {via_mprotect}: the child read the parent's post-fork data (writes in the window: {in_window} of 3)");
+        r.check();
+    }
+}

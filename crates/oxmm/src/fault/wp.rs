@@ -23,7 +23,6 @@ use crate::mm::rss::RssKind;
 use crate::mm::vma::Vma;
 use crate::mm::Mm;
 use crate::pgtable::lock::PtlGuard;
-use crate::phys::frame::flags;
 use crate::phys::Gfp;
 use crate::platform::CpuId;
 use crate::rmap::{self, PteRef};
@@ -48,7 +47,7 @@ pub fn do_wp_page(
     let is_zero = old_pfn == sys.zero_pfn();
     if !is_zero {
         let f = sys.phys.frame(old_pfn);
-        if f.has(flags::ANON) && f.mapcount() == 1 {
+        if f.is_exclusive_anon() {
             let new = old.with(Pte::WRITABLE | Pte::DIRTY | Pte::ACCESSED);
             if cas_entry(slot, old, new).is_ok() {
                 sys.stats.inc(cpu, Stat::WpReuse);

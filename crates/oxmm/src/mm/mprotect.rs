@@ -7,7 +7,6 @@ use crate::arch::{cas_entry, load_entry, Pte};
 use crate::errno::{Errno, SysResult};
 use crate::mm::flags::Prot;
 use crate::pgtable::cursor::{walk_range, Step};
-use crate::phys::frame::flags;
 use crate::platform::CpuId;
 use crate::system::System;
 use crate::tlb::MmuGather;
@@ -30,12 +29,13 @@ pub(crate) fn leaf_bits(sys: &System, prot: Prot, pfn: Pfn, old: Pte) -> Pte {
         bits |= Pte::NX;
     }
     // Writable only where a write needs no fault: a private anonymous page
-    // this mm maps alone (Linux's `can_change_pte_writable` for an
-    // anon-exclusive page). The zero page and shared pages stay read-only
-    // and take a write fault.
+    // this mm maps alone and nothing else holds (Linux's
+    // `can_change_pte_writable` for an anon-exclusive page; see
+    // `Frame::is_exclusive_anon` for why the mapcount is not enough). The
+    // zero page and shared pages stay read-only and take a write fault.
     if prot.writable() && pfn != sys.zero_pfn() {
         let f = sys.phys.frame(pfn);
-        if f.has(flags::ANON) && f.mapcount() == 1 && (old.is_writable() || old.is_dirty()) {
+        if f.is_exclusive_anon() && (old.is_writable() || old.is_dirty()) {
             bits |= Pte::WRITABLE;
         }
     }

@@ -110,6 +110,21 @@ impl Frame {
     pub fn mapcount(&self) -> i32 {
         self.mapcount.load(Ordering::Acquire)
     }
+
+    /// True if this is an anonymous page that one PTE maps and nothing
+    /// else holds, so a write may reuse it in place (Linux's
+    /// `wp_can_reuse_anon_folio`, which decides on the reference count).
+    ///
+    /// The mapcount alone is not enough: a zap clears its PTE and drops the
+    /// mapcount at once, but drops the mapping's reference only after its
+    /// TLB flush. Until then a CPU of the other mm may still read the page
+    /// through a stale translation, and a write in place would show it data
+    /// written after the fork. The Acquire load of the reference count pairs
+    /// with that put, so a count of 1 means the flush is done.
+    #[inline]
+    pub fn is_exclusive_anon(&self) -> bool {
+        self.has(flags::ANON) && self.mapcount() == 1 && self.refcount.load(Ordering::Acquire) == 1
+    }
 }
 
 /// Pfn of a `u32` list link.
