@@ -448,6 +448,49 @@ mod unused {
         assert_eq!(Pf::since(&rig, before).unused, 8);
         assert_eq!(rig.rss_anon(), 0);
     }
+
+    /// Reclaim's aging (`page_referenced`) takes the accessed bit of a
+    /// prefaulted page that was used: the page must not be counted as
+    /// prefaulted for nothing when it is unmapped later, while one aged
+    /// before any touch still is.
+    #[test]
+    fn aging_a_touched_prefaulted_page_keeps_it_counted_as_used() {
+        let mut rig = prefault_rig(3);
+        let p = rig.map_fixed(BASE, 16 * PAGE, Prot::RW);
+        // Faults at 0 and 1: [0] [1 2]; page 2 is prefaulted, then written.
+        rig.cpu.write_u8(p, 1).unwrap();
+        rig.cpu.write_u8(p + PAGE, 1).unwrap();
+        assert_eq!(rig.resident(p, 4), prefix(3, 4));
+        rig.cpu.write_u8(p + 2 * PAGE, 5).unwrap();
+        let sys = rig.machine.sys().clone();
+        for (page, referenced) in [(2, 1), (1, 1), (2, 0)] {
+            let pfn = rig.pte(p + page * PAGE).pfn();
+            assert_eq!(oxmm::rmap::page_referenced(&sys, rig.cpu.id(), pfn), Ok(referenced), "page {page}");
+        }
+        let pte = rig.pte(p + 2 * PAGE);
+        assert!(!pte.is_accessed() && pte.0 & Pte::SW_PREFAULT == 0, "{pte:?}");
+        let before = Pf::of(&rig);
+        rig.cpu.munmap(p.as_u64(), 16 * PAGE).unwrap();
+        assert_eq!(Pf::since(&rig, before).unused, 0, "page 2 was written before it was aged");
+    }
+
+    /// `try_to_unmap` (migration's unmap) counts an untouched prefaulted
+    /// page as zap does.
+    #[test]
+    fn try_to_unmap_counts_an_untouched_prefaulted_page() {
+        let mut rig = prefault_rig(3);
+        let p = rig.map_fixed(BASE, 16 * PAGE, Prot::RW);
+        rig.cpu.write_u8(p, 1).unwrap();
+        rig.cpu.write_u8(p + PAGE, 1).unwrap();
+        let sys = rig.machine.sys().clone();
+        let before = Pf::of(&rig);
+        for (page, counted) in [(1, 0), (2, 1)] {
+            let pfn = rig.pte(p + page * PAGE).pfn();
+            assert_eq!(oxmm::rmap::try_to_unmap(&sys, rig.cpu.id(), pfn), Ok(1));
+            assert_eq!(Pf::since(&rig, before).unused, counted, "after page {page}");
+        }
+        assert_eq!(rig.resident(p, 3), vec![1, 0, 0]);
+    }
 }
 
 mod oom {

@@ -362,12 +362,16 @@ fn for_each_locked(
 /// Test and clear the accessed bit of every PTE mapping `pfn`; the number
 /// that were set (Linux's `folio_referenced`). Cleared entries are flushed
 /// so that the next access sets the bit again.
+///
+/// A set accessed bit on a page that prefault mapped means it was used:
+/// its [`Pte::SW_PREFAULT`] mark goes with the accessed bit, or zap would
+/// later count it among the pages prefaulted for nothing.
 pub fn page_referenced(sys: &System, cpu: CpuId, pfn: Pfn) -> SysResult<usize> {
     let mut n = 0;
     for_each_locked(sys, cpu, pfn, |_, slot, va, _, g| {
         let mut old = load_entry(slot);
         while old.maps_frame() && old.pfn() == pfn && old.is_accessed() {
-            match cas_entry(slot, old, old.without(Pte::ACCESSED)) {
+            match cas_entry(slot, old, old.without(Pte::ACCESSED | Pte::SW_PREFAULT)) {
                 Ok(_) => {
                     n += 1;
                     g.add_range(va, va + PAGE_SIZE);
@@ -395,6 +399,9 @@ pub fn try_to_unmap(sys: &System, cpu: CpuId, pfn: Pfn) -> SysResult<usize> {
         // shared file page written through this PTE must reach writeback.
         let old = xchg_entry(slot, Pte::NONE);
         g.add_range(va, va + PAGE_SIZE);
+        if old.0 & Pte::SW_PREFAULT != 0 && !old.is_accessed() {
+            sys.stats.inc(cpu, crate::stats::Stat::PrefaultUnused);
+        }
         let f = sys.phys.frame(pfn);
         if old.is_dirty() && f.has(flags::FILE) {
             if let Some(c) = sys.caches().get(f.mapping.load(Ordering::Relaxed)) {
