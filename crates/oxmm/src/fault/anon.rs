@@ -66,8 +66,8 @@ pub(crate) fn anon_leaf_flags(vma: &Vma, write: bool) -> u64 {
     bits
 }
 
-/// Map a new page (write) or the zero page (read) at `va`, and the rest of
-/// the prefault window if there is one.
+/// Map a new page (write) or the zero page (read) at `va`, and, if
+/// `prefault` allows it, the rest of the prefault window if there is one.
 ///
 /// Enters with: the mmap read lock; the PTE for `va` in `table` was seen
 /// empty. Returns with: the same lock.
@@ -78,9 +78,10 @@ pub fn do_anonymous_page(
     va: VirtAddr,
     table: Pfn,
     access: Access,
+    prefault: bool,
 ) -> Result<(), FaultError> {
     let sys = &**mm.sys();
-    let pages = prefault::window(sys, mm, cpu, vma, va);
+    let pages = if prefault { prefault::window(sys, mm, cpu, vma, va) } else { 1 };
     let idx = va.table_index(1);
     // `window` clips to the PTE table, so every slot is in `table`.
     debug_assert!(idx + pages <= 512);

@@ -26,6 +26,7 @@ pub mod wp;
 use crate::addr::VirtAddr;
 use crate::arch::load_entry;
 use crate::mm::{Mm, TASK_SIZE};
+use crate::pgtable::walk::translate;
 use crate::pgtable::{pte_table_alloc, SlotError};
 use crate::platform::CpuId;
 use crate::stats::Stat;
@@ -67,9 +68,44 @@ impl FaultError {
 /// lock. `Ok` means the access should be retried (it may fault again if
 /// another CPU changed the mapping meanwhile).
 pub fn handle_fault(mm: &Mm, cpu: CpuId, va: VirtAddr, access: Access) -> Result<(), FaultError> {
+    fault(mm, cpu, va, access, true)
+}
+
+/// Fault in the page at `va` for `access` on the mm's own behalf —
+/// `MAP_POPULATE`, `MAP_LOCKED`, `MADV_POPULATE_*` (Linux's
+/// `get_user_pages` loop: look the page up, fault only if that fails, look
+/// again).
+///
+/// A page already mapped for the access is not faulted (nor counted in
+/// `pgfault`); the walk sets its accessed bit, and its dirty bit for a
+/// write, as Linux's lookup does. A fault taken here maps this page alone
+/// and leaves the prefault predictor as it was: the caller asked for
+/// exactly its range, and this is not the program's own access pattern.
+///
+/// Enters with: no lock. Returns with: no lock.
+pub fn populate_page(mm: &Mm, cpu: CpuId, va: VirtAddr, access: Access) -> Result<(), FaultError> {
+    let sys = &**mm.sys();
+    loop {
+        {
+            let st = mm.read(cpu);
+            if st.dead {
+                return Err(FaultError::Segv);
+            }
+            // SAFETY: `mm.root()` is the root of a live mm (not dead, under
+            // its mmap read lock), and tables are freed only under the
+            // write lock, so every table the walk reaches stays allocated.
+            if unsafe { translate(sys, mm.root(), va, access == Access::Write) }.is_ok() {
+                return Ok(());
+            }
+        }
+        fault(mm, cpu, va, access, false)?;
+    }
+}
+
+fn fault(mm: &Mm, cpu: CpuId, va: VirtAddr, access: Access, prefault: bool) -> Result<(), FaultError> {
     let sys = &**mm.sys();
     sys.stats.inc(cpu, Stat::PgFault);
-    let r = handle_locked(mm, cpu, va, access);
+    let r = handle_locked(mm, cpu, va, access, prefault);
     match r {
         Err(FaultError::Segv) => sys.stats.inc(cpu, Stat::FaultSegv),
         Err(FaultError::Oom) => sys.stats.inc(cpu, Stat::FaultOom),
@@ -78,7 +114,7 @@ pub fn handle_fault(mm: &Mm, cpu: CpuId, va: VirtAddr, access: Access) -> Result
     r
 }
 
-fn handle_locked(mm: &Mm, cpu: CpuId, va: VirtAddr, access: Access) -> Result<(), FaultError> {
+fn handle_locked(mm: &Mm, cpu: CpuId, va: VirtAddr, access: Access, prefault: bool) -> Result<(), FaultError> {
     if va.as_u64() >= TASK_SIZE {
         return Err(FaultError::Segv);
     }
@@ -117,7 +153,7 @@ fn handle_locked(mm: &Mm, cpu: CpuId, va: VirtAddr, access: Access) -> Result<()
             return file::do_shared_wp(mm, cpu, cache, slot, pte);
         }
     } else if pte.is_none() {
-        return anon::do_anonymous_page(mm, cpu, &vma, page, table, access);
+        return anon::do_anonymous_page(mm, cpu, &vma, page, table, access, prefault);
     }
     if pte.is_present() {
         if access == Access::Write && !pte.is_writable() {

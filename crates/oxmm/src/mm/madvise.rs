@@ -4,7 +4,7 @@ use super::vma::vmflags;
 use super::{page_align, zap, Mm};
 use crate::addr::{VirtAddr, PAGE_SIZE};
 use crate::errno::{Errno, SysResult};
-use crate::fault::{handle_fault, Access, FaultError};
+use crate::fault::{populate_page, Access, FaultError};
 use crate::mm::flags::Advice;
 use crate::platform::CpuId;
 use crate::tlb::MmuGather;
@@ -78,25 +78,31 @@ impl Mm {
         }
     }
 
-    /// `MADV_POPULATE_READ`/`WRITE`: fault every page in. A hole is
-    /// `ENOMEM`; a page the mapping does not allow the access to is
-    /// `EFAULT` (Linux's answer for a failed populate); no memory is
-    /// `ENOMEM`.
+    /// `MADV_POPULATE_READ`/`WRITE`: fault every page in, VMA by VMA as
+    /// Linux's `madvise_populate` does, so the pages before a failure stay
+    /// populated. A hole is `ENOMEM`; a mapping that does not allow the
+    /// access (a write to a read-only mapping, any access to `PROT_NONE`)
+    /// is `EINVAL`; a page the mapping cannot back (`SIGBUS`) is `EFAULT`;
+    /// no memory is `ENOMEM`.
     fn populate_advice(&self, cpu: CpuId, addr: u64, end: u64, write: bool) -> SysResult<()> {
-        {
-            let st = self.read(cpu);
-            st.live()?;
-            if !st.vmas.covers(addr, end) {
-                return Err(Errno::ENOMEM);
-            }
-        }
         let access = if write { Access::Write } else { Access::Read };
         let mut a = addr;
         while a < end {
-            match handle_fault(self, cpu, VirtAddr::new_truncate(a), access) {
-                Ok(()) => a += PAGE_SIZE,
-                Err(FaultError::Oom) => return Err(Errno::ENOMEM),
-                Err(_) => return Err(Errno::EFAULT),
+            let vma_end = {
+                let st = self.read(cpu);
+                st.live()?;
+                let v = st.vmas.find(a).ok_or(Errno::ENOMEM)?;
+                if !(if write { v.prot.writable() } else { v.prot.readable() }) {
+                    return Err(Errno::EINVAL);
+                }
+                v.end.min(end)
+            };
+            while a < vma_end {
+                match populate_page(self, cpu, VirtAddr::new_truncate(a), access) {
+                    Ok(()) => a += PAGE_SIZE,
+                    Err(FaultError::Oom) => return Err(Errno::ENOMEM),
+                    Err(_) => return Err(Errno::EFAULT),
+                }
             }
         }
         Ok(())

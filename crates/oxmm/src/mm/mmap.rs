@@ -4,7 +4,7 @@ use super::vma::{vmflags, Vma};
 use super::{page_align, zap, Mm, MmState, MMAP_BASE, MMAP_MIN_ADDR, TASK_SIZE, USER_TOP};
 use crate::addr::{VirtAddr, PAGE_SIZE};
 use crate::errno::{Errno, SysResult};
-use crate::fault::{handle_fault, Access};
+use crate::fault::{populate_page, Access};
 use crate::mm::flags::{MapFlags, Prot};
 use crate::pagecache::PageCache;
 use crate::pgtable::cursor::free_tables;
@@ -187,7 +187,10 @@ impl Mm {
         st.vmas.insert(vma);
         drop(st);
         if flags.contains(MapFlags::POPULATE) || flags.contains(MapFlags::LOCKED) {
-            self.populate(cpu, start, start + len, prot);
+            // Writes only where a write is private (Linux's
+            // `populate_vma_page_range`): a shared mapping is faulted in
+            // for reading, so populating it dirties nothing.
+            self.populate(cpu, start, start + len, prot, shared);
         }
         Ok(VirtAddr::new_truncate(start))
     }
@@ -205,14 +208,14 @@ impl Mm {
 
     /// Fault in every page of `[start, end)` (failures are ignored, as
     /// Linux ignores them for `MAP_POPULATE`).
-    fn populate(&self, cpu: CpuId, start: u64, end: u64, prot: Prot) {
+    fn populate(&self, cpu: CpuId, start: u64, end: u64, prot: Prot, shared: bool) {
         if !prot.readable() {
             return;
         }
-        let access = if prot.writable() { Access::Write } else { Access::Read };
+        let access = if prot.writable() && !shared { Access::Write } else { Access::Read };
         let mut a = start;
         while a < end {
-            if handle_fault(self, cpu, VirtAddr::new_truncate(a), access).is_err() {
+            if populate_page(self, cpu, VirtAddr::new_truncate(a), access).is_err() {
                 break;
             }
             a += PAGE_SIZE;
