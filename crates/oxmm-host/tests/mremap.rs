@@ -182,6 +182,22 @@ mod errno {
             r.cpu.munmap(x + 15 * p, p).unwrap();
             assert_eq!(r.cpu.mremap(x + 15 * p, p, 2 * p, MAYMOVE, 0), Err(Errno::EFAULT), "unmapped");
             assert_eq!(r.cpu.mremap(x + 14 * p, 2 * p, 4 * p, MAYMOVE, 0), Err(Errno::EFAULT), "hole inside");
+            // From an unmapped address every form is EFAULT and unmaps
+            // nothing: not the target of a fixed move, not a shrink's tail.
+            let t = r.map(4 * PAGE, Prot::RW);
+            r.cpu.write_u8(t, 9).unwrap();
+            r.cpu.munmap(x + 9 * p, p).unwrap();
+            let hole = x + 9 * p;
+            assert_eq!(r.cpu.mremap(hole, p, p, NONE, 0), Err(Errno::EFAULT), "same size, unmapped");
+            assert_eq!(r.cpu.mremap(hole, 4 * p, 2 * p, NONE, 0), Err(Errno::EFAULT), "shrink from a hole");
+            assert_eq!(r.cpu.mremap(hole, 2 * p, 2 * p, MOVE_FIXED, t.as_u64()), Err(Errno::EFAULT), "fixed, unmapped");
+            assert_eq!(
+                r.cpu.mremap(hole, 4 * p, p, MOVE_FIXED, t.as_u64()),
+                Err(Errno::EFAULT),
+                "fixed shrink, unmapped"
+            );
+            assert_eq!(r.cpu.read_u8(t).unwrap(), 9, "the fixed target was unmapped");
+            assert_eq!(r.cpu.read_u8(a + 10 * PAGE).unwrap(), 0, "the shrink's tail was unmapped");
             // Nothing changed.
             r.cpu.write_u8(a, 1).unwrap();
             assert_eq!(r.cpu.read_u8(a + 14 * PAGE).unwrap(), 0);
@@ -189,12 +205,10 @@ mod errno {
         }
     }
 
-    /// Linux shrinks before it looks the range up (`mremap_to`'s caller
-    /// munmaps the tail first), so a shrink or a same-size call over two
-    /// mappings succeeds there; oxmm checks the range first and says
-    /// EFAULT.
+    /// Linux looks up only the mapping at `addr` before it shrinks, not
+    /// the whole old range, so a shrink or a same-size call over two
+    /// mappings succeeds (and unmaps the tail).
     #[test]
-
     fn shrink_over_two_mappings_succeeds_as_on_linux() {
         let mut r = Rig::new();
         let a = r.map(16 * PAGE, Prot::RW);

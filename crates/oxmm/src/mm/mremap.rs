@@ -67,11 +67,18 @@ impl Mm {
         }
         let mut st = self.write();
         st.live()?;
+        // Linux (6.18's `do_mremap`) looks the mapping at `addr` up before
+        // anything else: from an unmapped address, every form — shrink,
+        // same size, grow, fixed move — is EFAULT and unmaps nothing.
+        if st.vmas.find(addr).is_none() {
+            return Err(Errno::EFAULT);
+        }
         let fixed = f & RemapFlags::FIXED.0 != 0;
         let mut old_len = old_len;
         if fixed {
             // Linux's `mremap_to`: check the target, clear it, drop the
-            // source's tail if shrinking — all before looking at the source.
+            // source's tail if shrinking — before checking that the source
+            // range lies inside one mapping.
             if !new_addr.is_multiple_of(PAGE_SIZE) || new_addr > TASK_SIZE - new_len {
                 return Err(Errno::EINVAL);
             }
@@ -84,7 +91,8 @@ impl Mm {
                 old_len = new_len;
             }
         } else if new_len <= old_len {
-            // A shrink succeeds whatever is mapped there, as on Linux.
+            // A shrink succeeds whatever else is mapped there (the range
+            // may span several mappings), as on Linux.
             if new_len < old_len {
                 self.unmap_locked(&mut st, cpu, addr + new_len, addr + old_len);
             }
