@@ -48,7 +48,9 @@ impl Mm {
                 if v.flags & vmflags::DONTFORK != 0 {
                     continue;
                 }
-                cst.vmas.insert(*v);
+                // mlock is not inherited (Linux's `dup_mmap` clears
+                // VM_LOCKED): the child's copy is an ordinary mapping.
+                cst.vmas.insert(Vma { flags: v.flags & !vmflags::LOCKED, ..*v });
                 if v.file != 0 {
                     if let Some(c) = st.files.get(&v.file) {
                         c.add_user(&child, v.pgoff, v.pgoff + ((v.end - v.start) >> 12));
