@@ -22,8 +22,8 @@ impl Mm {
     /// The fork and dump hints set VMA flags for fork to honour;
     /// `POPULATE_READ`/`WRITE` fault the range in. `WILLNEED`, `COLD`,
     /// `PAGEOUT`, `FREE` and `COLLAPSE` have nothing to act on until swap,
-    /// reclaim and huge pages exist, and succeed. `REMOVE` on private
-    /// anonymous memory is `EINVAL`, as on Linux.
+    /// reclaim and huge pages exist, and succeed. `REMOVE` gives Linux's
+    /// errors but punches no hole yet (see `remove`).
     pub fn madvise(&self, cpu: CpuId, addr: u64, len: u64, advice: u32) -> SysResult<()> {
         let adv = Advice::from_raw(advice).ok_or(Errno::EINVAL)?;
         if !addr.is_multiple_of(PAGE_SIZE) {
@@ -53,8 +53,7 @@ impl Mm {
             Advice::Unmergeable => (0, vmflags::MERGEABLE),
             Advice::DontNeed => return self.dontneed(cpu, addr, end, false),
             Advice::DontNeedLocked => return self.dontneed(cpu, addr, end, true),
-            // Private anonymous memory has no backing store to punch.
-            Advice::Remove => return Err(Errno::EINVAL),
+            Advice::Remove => return self.remove(cpu, addr, end),
             Advice::PopulateRead | Advice::PopulateWrite => {
                 return self.populate_advice(cpu, addr, end, adv == Advice::PopulateWrite)
             }
@@ -106,6 +105,33 @@ impl Mm {
             }
         }
         Ok(())
+    }
+
+    /// `MADV_REMOVE`, checked VMA by VMA as Linux's `madvise_remove`: the
+    /// first mapping of the range decides — locked, or private anonymous
+    /// (no backing store to punch) → `EINVAL`; a private file mapping, or a
+    /// shared one of a file not open for writing → `EACCES`. A range with
+    /// no mapping at all is `ENOMEM`. Linux then punches a hole in the file
+    /// (`fallocate(FALLOC_FL_PUNCH_HOLE)`); the page cache cannot punch
+    /// holes yet, so a shared writable mapping gets `EOPNOTSUPP`, which is
+    /// what Linux's fallocate answers for a file system without hole
+    /// punching. Nothing is changed in any case.
+    fn remove(&self, cpu: CpuId, addr: u64, end: u64) -> SysResult<()> {
+        let st = self.read(cpu);
+        st.live()?;
+        let Some(v) = st.vmas.overlapping(addr, end).into_iter().next() else {
+            return Err(Errno::ENOMEM);
+        };
+        if v.flags & vmflags::LOCKED != 0 {
+            return Err(Errno::EINVAL);
+        }
+        let Some(cache) = st.files.get(&v.file) else {
+            return Err(Errno::EINVAL);
+        };
+        if !(v.is_shared() && cache.writable()) {
+            return Err(Errno::EACCES);
+        }
+        Err(Errno::EOPNOTSUPP)
     }
 
     fn dontneed(&self, cpu: CpuId, addr: u64, end: u64, locked_too: bool) -> SysResult<()> {
