@@ -104,7 +104,8 @@ mod populate {
     //! MADV_POPULATE_READ/WRITE. Checked on the real kernel (Linux 6.18,
     //! a C program of the 2026-12-01 review): POPULATE_WRITE of the first 4
     //! of 64 pages leaves exactly those 4 resident; POPULATE_WRITE on a
-    //! PROT_READ mapping and POPULATE_READ on PROT_NONE are EINVAL; over
+    //! PROT_READ mapping and POPULATE_READ on PROT_NONE, PROT_WRITE-only or
+    //! PROT_EXEC-only are EINVAL; over
     //! [4 mapped pages][hole] it is ENOMEM with the 4 pages populated.
     use super::*;
     use oxmm::mm::MapFlags;
@@ -148,7 +149,15 @@ mod populate {
         assert_eq!(rig.cpu.madvise(ro.as_u64(), 4 * PAGE, READ), Ok(()));
         let none = rig.map(4 * PAGE, Prot::NONE);
         assert_eq!(rig.cpu.madvise(none.as_u64(), 4 * PAGE, READ), Err(Errno::EINVAL));
+        // A read needs PROT_READ itself (Linux: EINVAL on PROT_WRITE-only
+        // and PROT_EXEC-only mappings, though x86 lets them be read).
+        let wo = rig.map(4 * PAGE, Prot::WRITE);
+        assert_eq!(rig.cpu.madvise(wo.as_u64(), 4 * PAGE, READ), Err(Errno::EINVAL));
+        let xo = rig.map(4 * PAGE, Prot::EXEC);
+        assert_eq!(rig.cpu.madvise(xo.as_u64(), 4 * PAGE, READ), Err(Errno::EINVAL));
         assert_eq!(rig.rss_anon(), 0);
+        assert_eq!(rig.cpu.madvise(wo.as_u64(), 4 * PAGE, WRITE), Ok(()));
+        assert_eq!(rig.rss_anon(), 4);
     }
 
     #[test]

@@ -5,7 +5,7 @@ use super::{page_align, zap, Mm};
 use crate::addr::{VirtAddr, PAGE_SIZE};
 use crate::errno::{Errno, SysResult};
 use crate::fault::{populate_page, Access, FaultError};
-use crate::mm::flags::Advice;
+use crate::mm::flags::{Advice, Prot};
 use crate::platform::CpuId;
 use crate::tlb::MmuGather;
 
@@ -91,7 +91,9 @@ impl Mm {
                 let st = self.read(cpu);
                 st.live()?;
                 let v = st.vmas.find(a).ok_or(Errno::ENOMEM)?;
-                if !(if write { v.prot.writable() } else { v.prot.readable() }) {
+                // `PROT_READ` itself for a read (Linux's `check_vma_flags`
+                // without FOLL_FORCE), though x86 lets write or exec read.
+                if !(if write { v.prot.writable() } else { v.prot.contains(Prot::READ) }) {
                     return Err(Errno::EINVAL);
                 }
                 v.end.min(end)
