@@ -198,6 +198,29 @@ mod errno {
             );
             assert_eq!(r.cpu.read_u8(t).unwrap(), 9, "the fixed target was unmapped");
             assert_eq!(r.cpu.read_u8(a + 10 * PAGE).unwrap(), 0, "the shrink's tail was unmapped");
+            // But a bad fixed target is EINVAL first, and an old length of
+            // 0 is EFAULT there (the lookup comes before it).
+            assert_eq!(r.cpu.mremap(hole, p, p, MOVE_FIXED, t.as_u64() + 1), Err(Errno::EINVAL), "unaligned target");
+            assert_eq!(
+                r.cpu.mremap(hole, 2 * p, 2 * p, MOVE_FIXED, hole + p),
+                Err(Errno::EINVAL),
+                "overlapping target"
+            );
+            assert_eq!(r.cpu.mremap(hole, 0, p, MAYMOVE, 0), Err(Errno::EFAULT), "old_len 0, unmapped");
+            // A fixed move whose source spans two mappings fails before
+            // it clears the target or drops the source's tail.
+            assert_eq!(
+                r.cpu.mremap(x + 6 * p, 4 * p, 8 * p, MOVE_FIXED, t.as_u64()),
+                Err(Errno::EFAULT),
+                "fixed grow over two"
+            );
+            assert_eq!(
+                r.cpu.mremap(x + 6 * p, 4 * p, p, MOVE_FIXED, t.as_u64()),
+                Err(Errno::EFAULT),
+                "fixed shrink over two"
+            );
+            assert_eq!(r.cpu.read_u8(t).unwrap(), 9, "a failed fixed move unmapped its target");
+            assert_eq!(r.cpu.read_u8(a + 8 * PAGE).unwrap(), 0, "a failed fixed shrink dropped the tail");
             // Nothing changed.
             r.cpu.write_u8(a, 1).unwrap();
             assert_eq!(r.cpu.read_u8(a + 14 * PAGE).unwrap(), 0);

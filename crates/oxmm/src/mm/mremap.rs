@@ -30,11 +30,15 @@ const DONTUNMAP: u32 = 4;
 impl Mm {
     /// `mremap(addr, old_len, new_len, flags, new_addr)`.
     ///
-    /// Linux's checks: unknown flags, `MREMAP_FIXED` without `MAYMOVE`, an
-    /// unaligned address or a zero new length → `EINVAL`; an old range that
-    /// is not inside one mapping → `EFAULT`; growing where the space after
-    /// the mapping is taken, without `MAYMOVE` → `ENOMEM`. Returns the
-    /// (possibly new) address.
+    /// Linux 6.18's checks, in its order: unknown flags, `MREMAP_FIXED`
+    /// without `MAYMOVE`, an unaligned address, a zero new length, or a
+    /// fixed target that is unaligned, out of range or overlaps the source
+    /// → `EINVAL`; no mapping at `addr` → `EFAULT`; a zero old length →
+    /// `EINVAL`; an old range that is not inside one mapping → `EFAULT`
+    /// (but a shrink or same-size call without `FIXED` succeeds over
+    /// several); growing where the space after the mapping is taken,
+    /// without `MAYMOVE` → `ENOMEM`. A failed call changes nothing.
+    /// Returns the (possibly new) address.
     pub fn mremap(
         &self,
         cpu: CpuId,
@@ -59,31 +63,43 @@ impl Mm {
         }
         let old_len = page_align(old_len).ok_or(Errno::EINVAL)?;
         let new_len = page_align(new_len).ok_or(Errno::EINVAL)?;
-        if new_len == 0 || old_len == 0 {
+        if new_len == 0 {
             return Err(Errno::EINVAL);
         }
         if new_len > TASK_SIZE || addr > TASK_SIZE - old_len {
             return Err(Errno::EINVAL);
         }
-        let mut st = self.write();
-        st.live()?;
-        // Linux (6.18's `do_mremap`) looks the mapping at `addr` up before
-        // anything else: from an unmapped address, every form — shrink,
-        // same size, grow, fixed move — is EFAULT and unmaps nothing.
-        if st.vmas.find(addr).is_none() {
-            return Err(Errno::EFAULT);
-        }
         let fixed = f & RemapFlags::FIXED.0 != 0;
-        let mut old_len = old_len;
+        // The target of a fixed move is checked first (6.18's
+        // `check_mremap_params`), before the source is looked at.
         if fixed {
-            // Linux's `mremap_to`: check the target, clear it, drop the
-            // source's tail if shrinking — before checking that the source
-            // range lies inside one mapping.
             if !new_addr.is_multiple_of(PAGE_SIZE) || new_addr > TASK_SIZE - new_len {
                 return Err(Errno::EINVAL);
             }
             if new_addr < addr + old_len && addr < new_addr + new_len {
                 return Err(Errno::EINVAL);
+            }
+        }
+        let mut st = self.write();
+        st.live()?;
+        // Then the mapping at `addr` (6.18's `do_mremap`): from an unmapped
+        // address, every form — shrink, same size, grow, fixed move — is
+        // EFAULT and unmaps nothing.
+        let first = *st.vmas.find(addr).ok_or(Errno::EFAULT)?;
+        // An old length of 0 duplicates a shared mapping on Linux; oxmm
+        // does not, and a private one cannot be duplicated.
+        if old_len == 0 {
+            return Err(Errno::EINVAL);
+        }
+        let mut old_len = old_len;
+        if fixed {
+            // 6.18 checks that the source lies in one mapping
+            // (`check_prep_vma`) before `mremap_to` clears the target and
+            // drops the source's tail, so a failed move destroys nothing.
+            // (6.17+ also moves a same-size range over several mappings;
+            // oxmm does not, and says EFAULT.)
+            if old_len > first.end - addr {
+                return Err(Errno::EFAULT);
             }
             self.unmap_locked(&mut st, cpu, new_addr, new_addr + new_len);
             if old_len > new_len {
