@@ -5,7 +5,11 @@
 //! and the child's PTE: mapcount 2, one reference per mapping. CPUs write-
 //! fault: each reads its PTE (`EntrySlot::load_pte`), and
 //!
-//! - if O's mapcount is 1, reuses it: CAS the PTE to writable;
+//! - if O is exclusive — mapcount 1 and refcount 1, as
+//!   `Frame::is_exclusive_anon` decides — reuses it: CAS the PTE to
+//!   writable (a mapcount of 1 alone can be seen while the other side's
+//!   references are still held, e.g. between a winner's mapcount drop and
+//!   its puts);
 //! - otherwise pins O under the PTE's table lock (after re-checking the
 //!   PTE), copies it into its own new frame, and commits with
 //!   `EntrySlot::cas_pte(old, new)`; the winner drops O's mapcount and
@@ -124,8 +128,8 @@ impl World {
     fn wp(&self, cpu: usize, p: usize, old: Pte, v: Variant) {
         let slot = &self.ptes[p];
         let of = frame_of(old);
-        // Reuse: this mm maps the page alone.
-        if self.mapcount[of].load(Ordering::Acquire) == 1 {
+        // Reuse: this mm maps the page alone and nothing else holds it.
+        if self.mapcount[of].load(Ordering::Acquire) == 1 && self.refcount[of].load(Ordering::Acquire) == 1 {
             let _ = slot.cas_pte(old, old.with(Pte::WRITABLE | Pte::DIRTY));
             return;
         }

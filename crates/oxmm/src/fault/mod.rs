@@ -94,6 +94,9 @@ pub fn populate_page(mm: &Mm, cpu: CpuId, va: VirtAddr, access: Access) -> Resul
             // SAFETY: `mm.root()` is the root of a live mm (not dead, under
             // its mmap read lock), and tables are freed only under the
             // write lock, so every table the walk reaches stays allocated.
+            // (Should tables ever be moved or freed under the read lock —
+            // seed 004's relocatable page tables — this walk must run in
+            // an access window instead, as the MMU's does.)
             if unsafe { translate(sys, mm.root(), va, access == Access::Write) }.is_ok() {
                 return Ok(());
             }

@@ -13,8 +13,11 @@
 //!
 //! The faulting page is mapped with its accessed bit set; the extra pages
 //! without it and with the software bit [`Pte::SW_PREFAULT`], so that the
-//! MMU's first access sets accessed and zap can count the pages prefault
-//! mapped for nothing (`prefault_unused`).
+//! MMU's first access sets accessed and zap (and `try_to_unmap`) can count
+//! the pages prefault mapped for nothing (`prefault_unused`); aging
+//! (`page_referenced`) clears the mark with the accessed bit it takes.
+//! Faults taken to populate a range (`MAP_POPULATE`, `MADV_POPULATE_*`)
+//! never open a window and leave the predictor alone.
 //!
 //! The predictor is only ever read and written by its own CPU (Relaxed
 //! atomics in its own cache line): predicting adds no shared write.

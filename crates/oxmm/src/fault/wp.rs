@@ -6,12 +6,16 @@
 //! - the zero page: allocate a zeroed page and swap it in; other CPUs may
 //!   hold the read-only zero-page translation, so the change carries a
 //!   [`PendingFlush`] that is flushed before the handler returns;
-//! - an anonymous page this mm maps alone (mapcount 1): reuse it — set
-//!   writable and dirty; stale read-only TLB entries only cause another,
-//!   spurious, fault, so no flush is needed;
-//! - a page mapped more than once (copy-on-write after fork): copy it into
+//! - an anonymous page this mm maps alone and nothing else holds
+//!   (mapcount 1 and reference count 1, [`Frame::is_exclusive_anon`]):
+//!   reuse it — set writable and dirty; stale read-only TLB entries only
+//!   cause another, spurious, fault, so no flush is needed;
+//! - any other page (copy-on-write after fork, or one whose other mapping
+//!   is being unmapped but not yet flushed): copy it into
 //!   a new page, swap the PTE, flush, then drop the mapping's reference to
 //!   the old page.
+//!
+//! [`Frame::is_exclusive_anon`]: crate::phys::frame::Frame::is_exclusive_anon
 
 use core::sync::atomic::AtomicU64 as HwAtomicU64;
 

@@ -3,9 +3,9 @@
 //! The child gets a copy of every VMA (except `MADV_DONTFORK` ones) and of
 //! the parent's page tables: private pages become read-only in both and are
 //! shared copy-on-write (the first write in either copies the page, or
-//! reuses it when that mm is by then its only mapper — see
+//! reuses it when that mm is by then its only mapper and holder — see
 //! [`crate::fault::wp`]); the zero page stays shared; `MADV_WIPEONFORK`
-//! VMAs start empty in the child. Each copied PTE adds a mapping (mapcount
+//! VMAs start empty in the child; mlock is not inherited. Each copied PTE adds a mapping (mapcount
 //! and a reference) and the child's RSS. Reverse-map entries for the child
 //! are added per page-table page in one batch (see [`crate::rmap`]).
 //!
