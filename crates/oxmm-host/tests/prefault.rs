@@ -449,6 +449,17 @@ mod unused {
         assert_eq!(rig.rss_anon(), 0);
     }
 
+    /// Faults at 0, 1 and 3 of a fresh 16-page mapping: windows [0] [1 2]
+    /// [3 4 5], so pages 2, 4 and 5 are prefaulted and untouched.
+    fn three_windows(rig: &mut Rig) -> VirtAddr {
+        let p = rig.map_fixed(BASE, 16 * PAGE, Prot::RW);
+        for i in [0, 1, 3] {
+            rig.cpu.write_u8(p + i * PAGE, 1).unwrap();
+        }
+        assert_eq!(rig.resident(p, 8), prefix(6, 8));
+        p
+    }
+
     /// Reclaim's aging (`page_referenced`) takes the accessed bit of a
     /// prefaulted page that was used: the page must not be counted as
     /// prefaulted for nothing when it is unmapped later, while one aged
@@ -456,22 +467,19 @@ mod unused {
     #[test]
     fn aging_a_touched_prefaulted_page_keeps_it_counted_as_used() {
         let mut rig = prefault_rig(3);
-        let p = rig.map_fixed(BASE, 16 * PAGE, Prot::RW);
-        // Faults at 0 and 1: [0] [1 2]; page 2 is prefaulted, then written.
-        rig.cpu.write_u8(p, 1).unwrap();
-        rig.cpu.write_u8(p + PAGE, 1).unwrap();
-        assert_eq!(rig.resident(p, 4), prefix(3, 4));
+        let p = three_windows(&mut rig);
         rig.cpu.write_u8(p + 2 * PAGE, 5).unwrap();
         let sys = rig.machine.sys().clone();
-        for (page, referenced) in [(2, 1), (1, 1), (2, 0)] {
+        for (page, referenced) in [(2, 1), (1, 1), (2, 0), (4, 0)] {
             let pfn = rig.pte(p + page * PAGE).pfn();
             assert_eq!(oxmm::rmap::page_referenced(&sys, rig.cpu.id(), pfn), Ok(referenced), "page {page}");
         }
-        let pte = rig.pte(p + 2 * PAGE);
-        assert!(!pte.is_accessed() && pte.0 & Pte::SW_PREFAULT == 0, "{pte:?}");
+        let (used, unused) = (rig.pte(p + 2 * PAGE), rig.pte(p + 4 * PAGE));
+        assert!(!used.is_accessed() && used.0 & Pte::SW_PREFAULT == 0, "{used:?}");
+        assert!(!unused.is_accessed() && unused.0 & Pte::SW_PREFAULT != 0, "{unused:?}");
         let before = Pf::of(&rig);
         rig.cpu.munmap(p.as_u64(), 16 * PAGE).unwrap();
-        assert_eq!(Pf::since(&rig, before).unused, 0, "page 2 was written before it was aged");
+        assert_eq!(Pf::since(&rig, before).unused, 2, "pages 4 and 5; page 2 was written before it was aged");
     }
 
     /// `try_to_unmap` (migration's unmap) counts an untouched prefaulted
@@ -479,9 +487,7 @@ mod unused {
     #[test]
     fn try_to_unmap_counts_an_untouched_prefaulted_page() {
         let mut rig = prefault_rig(3);
-        let p = rig.map_fixed(BASE, 16 * PAGE, Prot::RW);
-        rig.cpu.write_u8(p, 1).unwrap();
-        rig.cpu.write_u8(p + PAGE, 1).unwrap();
+        let p = three_windows(&mut rig);
         let sys = rig.machine.sys().clone();
         let before = Pf::of(&rig);
         for (page, counted) in [(1, 0), (2, 1)] {
