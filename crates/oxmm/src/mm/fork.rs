@@ -5,9 +5,10 @@
 //! shared copy-on-write (the first write in either copies the page, or
 //! reuses it when that mm is by then its only mapper and holder — see
 //! [`crate::fault::wp`]); the zero page stays shared; `MADV_WIPEONFORK`
-//! VMAs start empty in the child; mlock is not inherited. Each copied PTE adds a mapping (mapcount
-//! and a reference) and the child's RSS. Reverse-map entries for the child
-//! are added per page-table page in one batch (see [`crate::rmap`]).
+//! VMAs start empty in the child; mlock is not inherited. Each copied PTE
+//! adds a mapping (mapcount and a reference) and the child's RSS.
+//! Reverse-map entries for the child are added per page-table page in one
+//! batch (see [`crate::rmap`]).
 //!
 //! The parent's PTEs lose their write bit, so its TLBs are flushed once, at
 //! the end, through one gather. The parent's mmap lock is held for writing
