@@ -41,11 +41,14 @@
 //! # Runs, medians, ratios
 //!
 //! A row is measured `--runs` times; runs of the targets alternate (run 0
-//! of every target, then run 1 of every target, …), within a round in the
-//! targets' order in even rounds and in reverse in odd ones (so that a
-//! drift within a round, or what one target leaves the next — host page
-//! cache, a frame layout — does not fall on the same side of a pairing in
-//! every round), and the zero-fill limit
+//! of every target, then run 1 of every target, …), and within a round
+//! the targets take turns rep by rep — every target's first rep, then
+//! every target's second, … — in the targets' order at even turns and in
+//! reverse at odd ones. So the reps a pairing compares were measured
+//! within a fraction of a second of each other, and neither side of a
+//! pairing always goes first (a drift within a round, or what one target
+//! leaves the next — host page cache, a frame layout — falls on both
+//! sides alike). The zero-fill limit
 //! (see [`super::zerofill`]) is measured at both ends of each such round,
 //! the round keeping the higher of the two (a limit is what the machine
 //! can do: a dip at one end — another tenant, or the host kernel catching
@@ -297,14 +300,17 @@ pub trait FaultTarget: Sync {
         None
     }
 
-    /// Called on the harness thread before each of this target's runs
-    /// (e.g. to switch machine-wide policies to this target's settings).
+    /// Called on the harness thread before each of this target's runs —
+    /// that is, before each rep, since the reps of a run are measured one
+    /// at a time, taking turns with the other targets (e.g. to switch
+    /// machine-wide policies to this target's settings).
     fn begin_run(&self) -> anyhow::Result<()> {
         Ok(())
     }
 
     /// State for worker `index` of a run, called on that worker's own
-    /// thread before the run's first gate (so not timed), once per run.
+    /// thread before the run's first gate (so not timed), once per run of
+    /// one rep.
     fn thread(&self, index: usize) -> anyhow::Result<Self::Thread<'_>>;
 
     /// Event counters (monotonic). Read around each run and around each
@@ -763,6 +769,23 @@ pub fn aggregate_run(
     f.derive(pages, entry_counter)
 }
 
+/// One run's figures from its reps, each measured as a run of one rep:
+/// times and counter deltas add up, and the rates are derived again for
+/// all `pages` (every rep's pages).
+pub fn merge_reps(reps: Vec<Figures>, pages: u64, entry_counter: Option<&str>) -> Figures {
+    let mut f = Figures::default();
+    for r in reps {
+        f.user += r.user;
+        f.system += r.system;
+        f.wall += r.wall;
+        f.map_wall += r.map_wall;
+        f.unmap_wall += r.unmap_wall;
+        add_counters(&mut f.counters, r.counters);
+        add_counters(&mut f.touch_counters, r.touch_counters);
+    }
+    f.derive(pages, entry_counter)
+}
+
 /// A fixed pseudo-random permutation of `0..n` (Fisher–Yates over
 /// splitmix64), so every target sees the same order.
 pub fn shuffled(n: u32, seed: u64) -> Vec<u32> {
@@ -808,6 +831,12 @@ impl Plan {
         let pages_per_thread =
             u32::try_from(pages).map_err(|_| anyhow!("{pages} pages per thread: too many to order"))?;
         Ok(Plan { shape, page_size, bytes_per_thread: pages * page_size, pages_per_thread })
+    }
+
+    /// The same plan with one rep (a run's reps are measured one at a
+    /// time, taking turns with the other targets).
+    fn one_rep(&self) -> Plan {
+        Plan { shape: Shape { reps: 1, ..self.shape }, ..*self }
     }
 
     fn pages_touched(&self) -> u64 {
@@ -1112,10 +1141,16 @@ pub fn run_faults<T: FaultTarget>(
                     before.push(zf.measure(*threads).context("zero-fill measurement")?);
                 }
             }
-            for i in round_order(targets.len(), run) {
-                let target = &targets[i];
-                progress.set_message(format!("{} {label}", target.name()));
-                runs[i].push(measure_run(target, &plans[i], run, &progress)?);
+            let mut reps: Vec<Vec<Figures>> = targets.iter().map(|_| Vec::new()).collect();
+            for rep in 0..shape.reps {
+                for i in round_order(targets.len(), run * shape.reps + rep) {
+                    let target = &targets[i];
+                    progress.set_message(format!("{} {label}", target.name()));
+                    reps[i].push(measure_run(target, &plans[i].one_rep(), run, &progress)?);
+                }
+            }
+            for (i, reps) in reps.into_iter().enumerate() {
+                runs[i].push(merge_reps(reps, plans[i].pages_touched(), targets[i].entry_counter()));
             }
             if let Some(zf) = zero_fill.as_mut() {
                 progress.set_message(format!("zero-fill {label}"));
@@ -1392,6 +1427,31 @@ pub(crate) mod tests {
         assert_eq!(f.counters["minflt"], 4010);
         assert_eq!(f.fault_entries, Some(4000));
         assert_eq!(f.shared_writes_per_fault, None);
+    }
+
+    /// Reps measured one at a time add up to the run they make.
+    #[test]
+    fn merged_reps_add_up_and_derive_the_rates_for_all_pages() {
+        let rep = |wall, user, system, entries, writes| {
+            Figures {
+                user: ms(user),
+                system: ms(system),
+                wall: ms(wall),
+                map_wall: ms(1),
+                unmap_wall: ms(3),
+                counters: counters(&[("minflt", entries + 5)]),
+                touch_counters: counters(&[("minflt", entries), (SHARED_WRITES, writes)]),
+                ..Figures::default()
+            }
+            .derive(2000, Some("minflt"))
+        };
+        let f = merge_reps(vec![rep(20, 2, 18, 250, 4), rep(30, 1, 19, 250, 0)], 4000, Some("minflt"));
+        assert_eq!((f.wall, f.user, f.system, f.map_wall, f.unmap_wall), (ms(50), ms(3), ms(37), ms(2), ms(6)));
+        assert_eq!(f.fault_per_wsec, Some(4000.0 / 0.050));
+        assert_eq!(f.flt_per_cpu_s, Some(4000.0 / 0.040));
+        assert_eq!((f.counters["minflt"], f.fault_entries), (510, Some(500)));
+        assert_eq!(f.pages_per_entry, Some(8.0));
+        assert_eq!(f.shared_writes_per_fault, Some(4.0 / 500.0));
     }
 
     #[test]
@@ -1696,11 +1756,12 @@ pub(crate) mod tests {
         }
     }
 
-    /// Rounds measure the targets forward, then backward: with three runs
-    /// of one shape, a b c, c b a, a b c.
+    /// The targets take turns rep by rep, forward, then backward: with
+    /// two reps and two runs of one shape, a b c, c b a (run 0), a b c,
+    /// c b a (run 1).
     #[test]
-    fn rounds_alternate_the_order_of_targets() {
-        let args = FaultsArgs { threads: vec![1], order: vec![Order::Seq], ..small_args() };
+    fn reps_take_turns_and_alternate_the_order_of_targets() {
+        let args = FaultsArgs { threads: vec![1], order: vec![Order::Seq], runs: 2, ..small_args() };
         let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let targets = ["a", "b", "c"].map(|n| {
             let mut t = Fake::new(n, None, false);
@@ -1708,7 +1769,7 @@ pub(crate) mod tests {
             t
         });
         run_faults(&args, &targets, &mut Vec::new()).unwrap();
-        assert_eq!(*log.lock().unwrap(), ["a", "b", "c", "c", "b", "a", "a", "b", "c"]);
+        assert_eq!(*log.lock().unwrap(), ["a", "b", "c", "c", "b", "a", "a", "b", "c", "c", "b", "a"]);
         assert_eq!(round_order(3, 0), [0, 1, 2]);
         assert_eq!(round_order(3, 1), [2, 1, 0]);
     }
@@ -1725,7 +1786,8 @@ pub(crate) mod tests {
         for t in &targets {
             assert_eq!(t.touched.load(std::sync::atomic::Ordering::Relaxed), 256 * 2 * 3 * 4);
             assert_eq!(t.unmapped.load(std::sync::atomic::Ordering::Relaxed), 2 * (1 + 4) * 2 * 3);
-            assert_eq!(t.runs_begun.load(std::sync::atomic::Ordering::Relaxed), 4 * 3);
+            // Each rep is begun as a run of its own.
+            assert_eq!(t.runs_begun.load(std::sync::atomic::Ordering::Relaxed), 4 * 3 * 2);
         }
         assert_eq!(report.rows.len(), 3 * 4);
         // Every target against the kernel, and on against off.
