@@ -171,6 +171,47 @@ mod populate {
         assert_eq!(rig.cpu.madvise(p.as_u64() + 4 * PAGE, 4 * PAGE, WRITE), Err(Errno::ENOMEM));
     }
 
+    /// Another CPU unmaps and remaps part of the range, or takes its
+    /// access away, while it is populated: the answer is the one for the
+    /// mapping as it is then (ENOMEM, EINVAL) or success — never EFAULT,
+    /// which Linux keeps for a mapping that cannot back a page.
+    #[test]
+    fn populate_racing_munmap_and_mprotect_never_says_efault() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::Arc;
+        let cfg = oxmm_host::MachineConfig { mem_bytes: 64 << 20, cpus: 2, ..Default::default() };
+        let mut rig = Rig::with(cfg);
+        let n = 256;
+        let p = rig.map(n * PAGE, Prot::RW).as_u64();
+        let other = Remote::new(&rig.machine, 1, &rig.proc);
+        let done = Arc::new(AtomicBool::new(false));
+        let mut answers = std::collections::BTreeMap::new();
+        std::thread::scope(|s| {
+            let d = done.clone();
+            let churn = s.spawn(|| {
+                other.run(move |cpu| {
+                    let fixed = MapFlags::PRIVATE.union(MapFlags::ANONYMOUS).union(MapFlags::FIXED);
+                    let (mid, tail) = (p + 64 * PAGE, p + 192 * PAGE);
+                    while !d.load(Ordering::Acquire) {
+                        cpu.mprotect(mid, 64 * PAGE, Prot::NONE).unwrap();
+                        cpu.munmap(tail, 64 * PAGE).unwrap();
+                        cpu.mprotect(mid, 64 * PAGE, Prot::RW).unwrap();
+                        cpu.mmap(tail, 64 * PAGE, Prot::RW, fixed).unwrap();
+                    }
+                })
+            });
+            for _ in 0..300 {
+                let r = rig.cpu.madvise(p, n * PAGE, WRITE);
+                *answers.entry(format!("{r:?}")).or_insert(0) += 1;
+            }
+            done.store(true, Ordering::Release);
+            churn.join().unwrap();
+        });
+        assert!(!answers.contains_key("Err(EFAULT)"), "{answers:?}");
+        drop(other);
+        rig.check();
+    }
+
     /// MAP_POPULATE with prefault on: one fault per page, none lost to a
     /// window that ran ahead, and no page counted as prefaulted for nothing.
     #[test]

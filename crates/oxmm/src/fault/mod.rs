@@ -25,7 +25,7 @@ pub mod wp;
 
 use crate::addr::VirtAddr;
 use crate::arch::load_entry;
-use crate::mm::{Mm, TASK_SIZE};
+use crate::mm::{Mm, MmState, TASK_SIZE};
 use crate::pgtable::walk::translate;
 use crate::pgtable::{pte_table_alloc, SlotError};
 use crate::platform::CpuId;
@@ -71,10 +71,26 @@ pub fn handle_fault(mm: &Mm, cpu: CpuId, va: VirtAddr, access: Access) -> Result
     fault(mm, cpu, va, access, true)
 }
 
+/// Why [`populate_page`] could not populate a page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PopulateError {
+    /// No mapping at the address.
+    Unmapped,
+    /// The mapping does not allow the access.
+    Access,
+    /// The fault failed (`Bus`: the mapping cannot back the page; `Oom`).
+    Fault(FaultError),
+}
+
 /// Fault in the page at `va` for `access` on the mm's own behalf —
 /// `MAP_POPULATE`, `MAP_LOCKED`, `MADV_POPULATE_*` (Linux's
 /// `get_user_pages` loop: look the page up, fault only if that fails, look
 /// again).
+///
+/// The mapping is checked, the page looked up and the fault taken under
+/// one hold of the mmap read lock, as Linux's GUP holds it, so a
+/// concurrent munmap or mprotect is seen as a missing or inaccessible
+/// mapping, never as a failed fault.
 ///
 /// A page already mapped for the access is not faulted (nor counted in
 /// `pgfault`); the walk sets its accessed bit, and its dirty bit for a
@@ -83,32 +99,52 @@ pub fn handle_fault(mm: &Mm, cpu: CpuId, va: VirtAddr, access: Access) -> Result
 /// exactly its range, and this is not the program's own access pattern.
 ///
 /// Enters with: no lock. Returns with: no lock.
-pub fn populate_page(mm: &Mm, cpu: CpuId, va: VirtAddr, access: Access) -> Result<(), FaultError> {
+pub fn populate_page(mm: &Mm, cpu: CpuId, va: VirtAddr, access: Access) -> Result<(), PopulateError> {
     let sys = &**mm.sys();
     loop {
-        {
-            let st = mm.read(cpu);
-            if st.dead {
-                return Err(FaultError::Segv);
-            }
-            // SAFETY: `mm.root()` is the root of a live mm (not dead, under
-            // its mmap read lock), and tables are freed only under the
-            // write lock, so every table the walk reaches stays allocated.
-            // (Should tables ever be moved or freed under the read lock —
-            // seed 004's relocatable page tables — this walk must run in
-            // an access window instead, as the MMU's does.)
-            if unsafe { translate(sys, mm.root(), va, access == Access::Write) }.is_ok() {
-                return Ok(());
-            }
+        let st = mm.read(cpu);
+        if st.dead {
+            return Err(PopulateError::Fault(FaultError::Segv));
         }
-        fault(mm, cpu, va, access, false)?;
+        let vma = st.vmas.find(va.as_u64()).ok_or(PopulateError::Unmapped)?;
+        if !allows(vma, access) {
+            return Err(PopulateError::Access);
+        }
+        // SAFETY: `mm.root()` is the root of a live mm (not dead, under
+        // its mmap read lock), and tables are freed only under the write
+        // lock, so every table the walk reaches stays allocated. (Should
+        // tables ever be moved or freed under the read lock — seed 004's
+        // relocatable page tables — this walk must run in an access window
+        // instead, as the MMU's does.)
+        if unsafe { translate(sys, mm.root(), va, access == Access::Write) }.is_ok() {
+            return Ok(());
+        }
+        fault_under(mm, &st, cpu, va, access, false).map_err(PopulateError::Fault)?;
     }
 }
 
 fn fault(mm: &Mm, cpu: CpuId, va: VirtAddr, access: Access, prefault: bool) -> Result<(), FaultError> {
+    if va.as_u64() >= TASK_SIZE {
+        mm.sys().stats.inc(cpu, Stat::PgFault);
+        mm.sys().stats.inc(cpu, Stat::FaultSegv);
+        return Err(FaultError::Segv);
+    }
+    let st = mm.read(cpu);
+    fault_under(mm, &st, cpu, va, access, prefault)
+}
+
+/// The fault, counted, with the mmap read lock (`st`) held by the caller.
+fn fault_under(
+    mm: &Mm,
+    st: &MmState,
+    cpu: CpuId,
+    va: VirtAddr,
+    access: Access,
+    prefault: bool,
+) -> Result<(), FaultError> {
     let sys = &**mm.sys();
     sys.stats.inc(cpu, Stat::PgFault);
-    let r = handle_locked(mm, cpu, va, access, prefault);
+    let r = handle_locked(mm, st, cpu, va, access, prefault);
     match r {
         Err(FaultError::Segv) => sys.stats.inc(cpu, Stat::FaultSegv),
         Err(FaultError::Oom) => sys.stats.inc(cpu, Stat::FaultOom),
@@ -117,22 +153,30 @@ fn fault(mm: &Mm, cpu: CpuId, va: VirtAddr, access: Access, prefault: bool) -> R
     r
 }
 
-fn handle_locked(mm: &Mm, cpu: CpuId, va: VirtAddr, access: Access, prefault: bool) -> Result<(), FaultError> {
-    if va.as_u64() >= TASK_SIZE {
-        return Err(FaultError::Segv);
+/// Whether `vma` allows `access` (x86: write or exec implies read).
+fn allows(vma: &crate::mm::vma::Vma, access: Access) -> bool {
+    match access {
+        Access::Read => vma.prot.readable(),
+        Access::Write => vma.prot.writable(),
     }
-    let st = mm.read(cpu);
+}
+
+/// Enters with: the mmap read lock (`st`), `va` below `TASK_SIZE`.
+fn handle_locked(
+    mm: &Mm,
+    st: &MmState,
+    cpu: CpuId,
+    va: VirtAddr,
+    access: Access,
+    prefault: bool,
+) -> Result<(), FaultError> {
     // An exited mm has no tables left to install into (exit sets `dead`
     // under the write lock, so this read is race-free).
     if st.dead {
         return Err(FaultError::Segv);
     }
     let vma = *st.vmas.find(va.as_u64()).ok_or(FaultError::Segv)?;
-    let allowed = match access {
-        Access::Read => vma.prot.readable(),
-        Access::Write => vma.prot.writable(),
-    };
-    if !allowed {
+    if !allows(&vma, access) {
         return Err(FaultError::Segv);
     }
     let sys = &**mm.sys();

@@ -4,7 +4,7 @@ use super::vma::vmflags;
 use super::{page_align, zap, Mm};
 use crate::addr::{VirtAddr, PAGE_SIZE};
 use crate::errno::{Errno, SysResult};
-use crate::fault::{populate_page, Access, FaultError};
+use crate::fault::{populate_page, Access, FaultError, PopulateError};
 use crate::mm::flags::{Advice, Prot};
 use crate::platform::CpuId;
 use crate::tlb::MmuGather;
@@ -82,7 +82,9 @@ impl Mm {
     /// populated. A hole is `ENOMEM`; a mapping that does not allow the
     /// access (a write to a read-only mapping, any access to `PROT_NONE`)
     /// is `EINVAL`; a page the mapping cannot back (`SIGBUS`) is `EFAULT`;
-    /// no memory is `ENOMEM`.
+    /// no memory is `ENOMEM`. A mapping changed by another CPU meanwhile is
+    /// judged as it is now: unmapped → `ENOMEM`, made inaccessible →
+    /// `EINVAL`.
     fn populate_advice(&self, cpu: CpuId, addr: u64, end: u64, write: bool) -> SysResult<()> {
         let access = if write { Access::Write } else { Access::Read };
         let mut a = addr;
@@ -101,8 +103,11 @@ impl Mm {
             while a < vma_end {
                 match populate_page(self, cpu, VirtAddr::new_truncate(a), access) {
                     Ok(()) => a += PAGE_SIZE,
-                    Err(FaultError::Oom) => return Err(Errno::ENOMEM),
-                    Err(_) => return Err(Errno::EFAULT),
+                    // Changed by another CPU since the check above.
+                    Err(PopulateError::Unmapped) => return Err(Errno::ENOMEM),
+                    Err(PopulateError::Access) => return Err(Errno::EINVAL),
+                    Err(PopulateError::Fault(FaultError::Oom)) => return Err(Errno::ENOMEM),
+                    Err(PopulateError::Fault(_)) => return Err(Errno::EFAULT),
                 }
             }
         }
