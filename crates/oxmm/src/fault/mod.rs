@@ -124,11 +124,6 @@ pub fn populate_page(mm: &Mm, cpu: CpuId, va: VirtAddr, access: Access) -> Resul
 }
 
 fn fault(mm: &Mm, cpu: CpuId, va: VirtAddr, access: Access, prefault: bool) -> Result<(), FaultError> {
-    if va.as_u64() >= TASK_SIZE {
-        mm.sys().stats.inc(cpu, Stat::PgFault);
-        mm.sys().stats.inc(cpu, Stat::FaultSegv);
-        return Err(FaultError::Segv);
-    }
     let st = mm.read(cpu);
     fault_under(mm, &st, cpu, va, access, prefault)
 }
@@ -161,7 +156,7 @@ fn allows(vma: &crate::mm::vma::Vma, access: Access) -> bool {
     }
 }
 
-/// Enters with: the mmap read lock (`st`), `va` below `TASK_SIZE`.
+/// Enters with: the mmap read lock (`st`).
 fn handle_locked(
     mm: &Mm,
     st: &MmState,
@@ -170,6 +165,9 @@ fn handle_locked(
     access: Access,
     prefault: bool,
 ) -> Result<(), FaultError> {
+    if va.as_u64() >= TASK_SIZE {
+        return Err(FaultError::Segv);
+    }
     // An exited mm has no tables left to install into (exit sets `dead`
     // under the write lock, so this read is race-free).
     if st.dead {
