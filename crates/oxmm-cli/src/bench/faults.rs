@@ -1079,10 +1079,10 @@ fn row<T: FaultTarget>(target: &T, plan: &Plan, runs: Vec<Figures>) -> Row {
     }
 }
 
-/// The order in which round `run` measures `n` targets: as given in even
-/// rounds, reversed in odd ones.
-pub fn round_order(n: usize, run: u32) -> Vec<usize> {
-    if run.is_multiple_of(2) {
+/// The order in which turn `turn` of a round (one rep of every target)
+/// measures `n` targets: as given at even turns, reversed at odd ones.
+pub fn round_order(n: usize, turn: u32) -> Vec<usize> {
+    if turn.is_multiple_of(2) {
         (0..n).collect()
     } else {
         (0..n).rev().collect()
@@ -1090,8 +1090,8 @@ pub fn round_order(n: usize, run: u32) -> Vec<usize> {
 }
 
 /// Measure every shape of `args` on every target (runs alternating between
-/// targets, in [`round_order`], with the zero-fill limit measured at both
-/// ends of each round), print the result to `out` (a table, or JSON with
+/// targets, each round's reps taking turns in [`round_order`], with the
+/// zero-fill limit measured at both ends of each round), print the result to `out` (a table, or JSON with
 /// `--json` and the table on stderr), write the SVG if asked; also returns
 /// the report.
 ///
