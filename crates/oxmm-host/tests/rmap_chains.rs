@@ -378,3 +378,191 @@ fn fork_waits_for_the_coalescer() {
     assert!(!finished_under_writer, "fork changed pte chains while the coalescer held the chain lock");
     assert!(done.load(std::sync::atomic::Ordering::SeqCst));
 }
+
+/// Removing a mapping from a page's chain builds a new chain (chains are
+/// shared and immutable), so it needs node memory; a removal that cannot
+/// get it must still remove the entry, or the page keeps one naming a PTE
+/// that no longer maps it — and, once that mm exits, a freed page table.
+mod out_of_node_memory {
+    use super::*;
+    use oxmm::mm::MapFlags;
+    use oxmm_host::MachineConfig;
+
+    fn small() -> Rig {
+        Rig::with(MachineConfig {
+            mem_bytes: 16 << 20,
+            nodes: 1,
+            cpus: 2,
+            movable_percent: 75,
+            rmap: RmapScheme::PteChains,
+        })
+    }
+
+    /// Map and touch anonymous memory on the rig's CPU until no frame is
+    /// left (movable allocations fall back into the normal zone, so it is
+    /// empty too), then unmap `give_back` of those pages. Returns the region.
+    fn fill_machine(r: &mut Rig, give_back: u64) -> (VirtAddr, u64) {
+        let big = r.machine.sys().phys.total_frames() * 2;
+        let q = r.cpu.mmap(0, big * PAGE, Prot::RW, ANON.union(MapFlags::NORESERVE)).unwrap();
+        let mut filled = 0;
+        while r.cpu.write_u8(q + filled * PAGE, 1).is_ok() {
+            filled += 1;
+        }
+        assert!(filled > 1000, "filled only {filled} pages");
+        r.cpu.munmap(q.as_u64(), give_back * PAGE).unwrap();
+        (q, big)
+    }
+
+    /// A COW by the first of `children` forks of 64 pages (one page
+    /// table, so one chain shared by them all) on a machine left with
+    /// `give_back` free frames: the COW succeeds, no chain change is left
+    /// undone, every page's chain names exactly its mappings (the checker
+    /// checks every page too), and after the children exit no entry names
+    /// a freed table. Returns the reverse-map statistics after the COW.
+    fn cow_on_a_full_machine(children: usize, give_back: u64, writer_cpu: usize) -> rmap::RmapStats {
+        let mut r = small();
+        let n = 64u64;
+        let a = r.map_fixed(BASE, n * PAGE, Prot::RW);
+        for i in 0..n {
+            r.cpu.write_u64(a + i * PAGE, i + 1).unwrap();
+        }
+        let parent = r.proc.clone();
+        let kids: Vec<Process> = (0..children).map(|_| r.cpu.fork(&parent).unwrap()).collect();
+        r.check();
+        let (q, big) = fill_machine(&mut r, give_back);
+        let fails = r.stat("rmap_alloc_fail");
+        if writer_cpu == 0 {
+            // Where the frames were given back.
+            r.cpu.switch_to(&kids[0]);
+            for i in 0..n {
+                r.cpu.write_u64(a + i * PAGE, 0xc0de).unwrap();
+            }
+            r.cpu.switch_to(&parent);
+        } else {
+            Remote::new(&r.machine, writer_cpu, &kids[0]).run(move |cpu| {
+                for i in 0..n {
+                    cpu.write_u64(a + i * PAGE, 0xc0de).unwrap();
+                }
+            });
+        }
+        assert_eq!(r.stat("rmap_alloc_fail"), fails, "a chain change was left undone");
+        let after = stats(&r);
+        r.check();
+        let others: Vec<&Process> = std::iter::once(&parent).chain(&kids[1..]).collect();
+        for i in 0..n {
+            let pfn = r.pfn_of(&parent, a + i * PAGE);
+            assert_eq!(r.rmap_of(pfn), at(&others, a + i * PAGE), "page {i}: its chain names the mappings it has");
+            assert_ne!(r.pfn_of(&kids[0], a + i * PAGE), pfn, "page {i}: the child has its copy");
+        }
+        for k in kids {
+            r.cpu.exit_process(k);
+        }
+        r.check();
+        let sys = r.machine.sys().clone();
+        for i in 0..n {
+            assert_eq!(r.cpu.read_u64(a + i * PAGE).unwrap(), i + 1, "page {i}: the parent's data");
+            for rf in rmap::chain_refs(&sys, r.pfn_of(&parent, a + i * PAGE)) {
+                let t = sys.phys.frame(rf.table());
+                assert_ne!(t.flags() & oxmm::phys::frame::flags::PAGETABLE, 0, "page {i}: entry names a freed table");
+            }
+        }
+        r.cpu.munmap(q.as_u64(), big * PAGE).unwrap();
+        r.check();
+        after
+    }
+
+    /// The normal zone is empty but user pages were freed: the new chain's
+    /// node comes from the movable zone, as page tables do. (Regression
+    /// test from review: the removal was dropped, 64 times of 64.)
+    #[test]
+    fn a_cow_with_the_normal_zone_empty_takes_its_node_from_the_movable_zone() {
+        cow_on_a_full_machine(2, 256, 1);
+    }
+
+    // In the next two, the machine has exactly the 64 frames the copies
+    // take. Each COW gives its parent page a new one-node chain; fork's
+    // shared chain and 63 of them fill the one node page there is, so the
+    // 64th removal finds no node: it is the one these tests are about,
+    // and the node pages held show that no other was found for it.
+
+    /// A page mapped twice keeps one mapping: it goes back to a direct
+    /// reference, which needs no node.
+    #[test]
+    fn with_no_frame_left_a_chain_shrinking_to_one_entry_goes_direct() {
+        let st = cow_on_a_full_machine(1, 64, 0);
+        assert_eq!(st.chain_page_bytes, 4096, "{st:?}");
+        assert_eq!(st.reverse_maps, 63, "the last page went direct: {st:?}");
+    }
+
+    /// A page mapped three times, whose chain no other page shares any
+    /// more (the 63 COWs before moved the others off it), loses the entry
+    /// in place.
+    #[test]
+    fn with_no_frame_left_an_unshared_chain_loses_the_entry_in_place() {
+        let st = cow_on_a_full_machine(2, 64, 0);
+        assert_eq!(st.chain_page_bytes, 4096, "{st:?}");
+        assert_eq!((st.reverse_maps, st.chain_nodes), (64, 64), "{st:?}");
+    }
+
+    /// fork on a machine with a few frames left, for every number of them
+    /// until it succeeds: each attempt either fails with ENOMEM and leaves
+    /// nothing behind, or gives a child whose every copied PTE the reverse
+    /// map knows. The attempt that gets the child's page tables but no
+    /// node for its chains is the one this is about: its copies must be
+    /// taken back, not left without reverse-map entries.
+    #[test]
+    fn fork_that_gets_its_page_tables_but_no_chain_node_fails_cleanly() {
+        use oxmm::errno::Errno;
+        use oxmm::mm::Advice;
+        let mut r = small();
+        let n = 64u64;
+        let a = r.map_fixed(BASE, n * PAGE, Prot::RW);
+        for i in 0..n {
+            r.cpu.write_u64(a + i * PAGE, i + 1).unwrap();
+        }
+        let big = r.machine.sys().phys.total_frames() * 2;
+        let q = r.cpu.mmap(0, big * PAGE, Prot::RW, ANON.union(MapFlags::NORESERVE)).unwrap();
+        r.cpu.madvise(q.as_u64(), big * PAGE, Advice::DontFork as u32).unwrap();
+        let mut filled = 0;
+        while r.cpu.write_u8(q + filled * PAGE, 1).is_ok() {
+            filled += 1;
+        }
+        let parent = r.proc.clone();
+        let mut enomem = 0;
+        let mut child = None;
+        for give_back in 0..16u64 {
+            r.cpu.madvise(q.as_u64(), give_back * PAGE, Advice::DontNeed as u32).unwrap();
+            let free = r.machine.sys().phys.free_frames();
+            match r.cpu.fork(&parent) {
+                Ok(c) => {
+                    child = Some(c);
+                    break;
+                }
+                Err(e) => {
+                    assert_eq!(e, Errno::ENOMEM);
+                    enomem += 1;
+                    r.check();
+                    assert_eq!(r.machine.sys().phys.free_frames(), free, "a failed fork gives back what it took");
+                }
+            }
+            for i in 0..give_back {
+                r.cpu.write_u8(q + i * PAGE, 1).unwrap();
+            }
+        }
+        let child = child.expect("fork succeeds once it has the frames it needs");
+        assert!(enomem > 0, "the machine was not full");
+        r.check();
+        let ps = [&parent, &child];
+        for i in 0..n {
+            assert_eq!(r.rmap_of(r.pfn_of(&parent, a + i * PAGE)), at(&ps, a + i * PAGE), "page {i}");
+        }
+        r.cpu.switch_to(&child);
+        for i in 0..n {
+            assert_eq!(r.cpu.read_u64(a + i * PAGE).unwrap(), i + 1, "page {i}: the child's data");
+        }
+        r.cpu.switch_to(&parent);
+        r.cpu.exit_process(child);
+        r.cpu.munmap(q.as_u64(), big * PAGE).unwrap();
+        r.check();
+    }
+}

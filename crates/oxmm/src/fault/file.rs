@@ -63,11 +63,20 @@ fn leaf_bits(vma: &Vma, writable: bool, accessed: bool) -> u64 {
     bits
 }
 
-/// Map cached frame `pfn` at slot `idx` of `table` if the slot is empty.
-/// True if this call installed it.
+/// Map cached frame `pfn` at slot `idx` of `table` if the slot is empty:
+/// `Ok(true)` if this call installed it, `Ok(false)` if another CPU did,
+/// `Oom` if the reverse map had no memory for its entry (nothing mapped).
 ///
 /// Enters with: the mmap read lock and the chain lock shared.
-fn install(mm: &Mm, cpu: CpuId, cache: &PageCache, pfn: Pfn, table: Pfn, idx: usize, bits: u64) -> bool {
+fn install(
+    mm: &Mm,
+    cpu: CpuId,
+    cache: &PageCache,
+    pfn: Pfn,
+    table: Pfn,
+    idx: usize,
+    bits: u64,
+) -> Result<bool, FaultError> {
     let sys = &**mm.sys();
     let f = sys.phys.frame(pfn);
     // The mapping's reference and mapcount, taken before the PTE makes the
@@ -81,15 +90,20 @@ fn install(mm: &Mm, cpu: CpuId, cache: &PageCache, pfn: Pfn, table: Pfn, idx: us
     // page: a zap racing the install (MADV_DONTNEED under the read lock)
     // then finds it to remove, never leaving an entry for a cleared PTE.
     let r = PteRef::new(table, idx);
-    rmap::add_one(sys, cpu, pfn, r);
+    if !rmap::add_one(sys, cpu, pfn, r) {
+        // No node memory for the entry: no mapping without one.
+        f.mapcount.fetch_sub(1, Ordering::AcqRel);
+        sys.put_page(cpu, pfn);
+        return Err(FaultError::Oom);
+    }
     if cas_entry(slot, Pte::NONE, Pte::new(pfn, bits)).is_ok() {
         mm.add_rss(cpu, kind_of(cache), 1);
-        true
+        Ok(true)
     } else {
         rmap::remove_one(sys, cpu, pfn, r);
         f.mapcount.fetch_sub(1, Ordering::AcqRel);
         sys.put_page(cpu, pfn);
-        false
+        Ok(false)
     }
 }
 
@@ -135,7 +149,7 @@ pub fn do_file_page(
         return Ok(());
     }
     let write = access == Access::Write;
-    if install(mm, cpu, cache, src, table, idx, leaf_bits(vma, write, true)) && write {
+    if install(mm, cpu, cache, src, table, idx, leaf_bits(vma, write, true))? && write {
         cache.mark_dirty(index);
     }
     if !write {
@@ -160,7 +174,10 @@ fn fault_around(mm: &Mm, cpu: CpuId, vma: &Vma, cache: &PageCache, va: VirtAddr,
             if index < size {
                 if let Some(pfn) = cache.lookup(index) {
                     let v = VirtAddr::new_truncate(a);
-                    install(mm, cpu, cache, pfn, table, v.table_index(1), leaf_bits(vma, false, false));
+                    // Best effort: out of memory ends the fault-around.
+                    if install(mm, cpu, cache, pfn, table, v.table_index(1), leaf_bits(vma, false, false)).is_err() {
+                        return;
+                    }
                 }
             }
         }

@@ -25,6 +25,7 @@ use crate::arch::{cas_entry, load_entry, Pte};
 use crate::errno::{Errno, SysResult};
 use crate::pgtable::cursor::{walk_range, Step};
 use crate::pgtable::{pte_table_alloc, SlotError};
+use crate::phys::frame::Frame;
 use crate::platform::CpuId;
 use crate::rmap::PteRef;
 use crate::sync::Ordering;
@@ -144,9 +145,15 @@ fn copy_range(parent: &Mm, child: &Mm, g: &mut MmuGather<'_>, cpu: CpuId, vma: &
                 if let Some(kind) = kind_of_frame(f.flags()) {
                     rss[kind as usize] += 1;
                 }
-                batch.push(pfn, PteRef::new(ctable, va.table_index(1)), f);
+                if !batch.push(pfn, PteRef::new(ctable, va.table_index(1)), f) {
+                    undo_copy(&mut rss, cslot, f);
+                    result = Err(SlotError::Oom);
+                }
             }
-            batch.finish();
+            for (pfn, cr) in batch.finish() {
+                undo_copy(&mut rss, sys.entry(cr.table(), cr.slot()), sys.phys.frame(pfn));
+                result = Err(SlotError::Oom);
+            }
         });
     }
     for (kind, n) in [RssKind::Anon, RssKind::File, RssKind::Shmem].into_iter().zip(rss) {
@@ -155,6 +162,20 @@ fn copy_range(parent: &Mm, child: &Mm, g: &mut MmuGather<'_>, cpu: CpuId, vma: &
         }
     }
     result
+}
+
+/// Take back the child's copy of a PTE (`cslot`, mapping `f`) whose
+/// reverse-map entry could not be added (pte chains out of node memory):
+/// a mapping the reverse map does not know of must not exist. The fork
+/// then fails with ENOMEM. The parent still maps and holds the page, so
+/// the reference dropped here is never the last.
+fn undo_copy(rss: &mut [i64; 3], cslot: &core::sync::atomic::AtomicU64, f: &Frame) {
+    cslot.store(Pte::NONE.0, Ordering::Release);
+    f.mapcount.fetch_sub(1, Ordering::AcqRel);
+    f.refcount.fetch_sub(1, Ordering::Relaxed);
+    if let Some(kind) = kind_of_frame(f.flags()) {
+        rss[kind as usize] -= 1;
+    }
 }
 
 /// True if a PTE of `vma` maps a private (anonymous) page: a private file

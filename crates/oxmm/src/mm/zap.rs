@@ -65,11 +65,14 @@ pub(super) fn zap_range(mm: &Mm, g: &mut MmuGather<'_>, start: u64, end: u64) {
                             c.mark_dirty(f.index.load(Ordering::Relaxed));
                         }
                     }
-                    batch.push(pfn, PteRef::new(r.table(), va.table_index(1)), f);
+                    // A removal needs no node memory in the end (see
+                    // `rmap::remove_one`), so what it returns is not ours
+                    // to act on.
+                    let _ = batch.push(pfn, PteRef::new(r.table(), va.table_index(1)), f);
                     g.add_page(pfn);
                 }
                 // One batch per page-table page, with its lock still held.
-                batch.finish();
+                let _ = batch.finish();
             }
             Step::Huge { start: hs, slot } => {
                 let span = 2 * 1024 * 1024;

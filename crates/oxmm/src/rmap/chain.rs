@@ -138,7 +138,16 @@ impl ChainStore {
             Some(k) => k,
             None => {
                 drop(pages);
-                let pfn = sys.phys.alloc_frame(cpu, Gfp::KERNEL)?.as_u64();
+                // Kernel memory first; then the movable zone, as page
+                // tables do: a node page can always be emptied (the
+                // coalescer moves its nodes out), and an rmap change that
+                // finds the normal zone full while user pages are free
+                // must not fail.
+                let pfn = sys
+                    .phys
+                    .alloc_frame(cpu, Gfp::KERNEL)
+                    .or_else(|| sys.phys.alloc_frame(cpu, Gfp::MOVABLE))?
+                    .as_u64();
                 sys.phys.frame(Pfn::new_unchecked(pfn)).rmap.store(0, Relaxed);
                 pages = self.alloc.lock();
                 pages.pages += 1;
@@ -241,6 +250,86 @@ impl ChainStore {
         self.release(sys, cpu, head, 1);
     }
 
+    /// Remove entry `e` from chain `head` in place, if no page but the
+    /// caller's points at it (`false`, and no change, otherwise). The
+    /// chain's last entry takes the removed one's place, so the head keeps
+    /// a first entry (the coalescer finds the chain's pages through it);
+    /// a node left empty stays linked until the chain is released.
+    ///
+    /// Enters with: the rmap lock of the one page pointing at `head`.
+    fn remove_in_place(&self, sys: &System, head: u64, e: u64) -> bool {
+        if self.node(sys, head)[1].load(Relaxed) != 1 {
+            return false;
+        }
+        let (mut at, mut last) = (None, None);
+        let mut h = head;
+        while h != 0 {
+            let n = self.node(sys, h);
+            for (k, w) in n[2..].iter().enumerate() {
+                let v = w.load(Relaxed);
+                if v == 0 {
+                    continue;
+                }
+                if v == e && at.is_none() {
+                    at = Some((h, k));
+                }
+                last = Some((h, k, v));
+            }
+            h = n[0].load(Relaxed) & !HEAD;
+        }
+        let (Some((ah, ak)), Some((lh, lk, lv))) = (at, last) else { return false };
+        self.node(sys, ah)[2 + ak].store(lv, Relaxed);
+        self.node(sys, lh)[2 + lk].store(0, Relaxed);
+        true
+    }
+
+    /// Move one mapping of `pfn` from PTE `from` to PTE `to` (mremap): one
+    /// change, so that it needs no node memory where the map can be
+    /// rewritten in place (a direct reference, or a chain no other page
+    /// shares); `false` if it could not be made (then nothing changed).
+    ///
+    /// Enters with: the chain lock shared.
+    pub fn replace(&self, sys: &System, cpu: CpuId, pfn: Pfn, from: PteRef, to: PteRef) -> bool {
+        let f = sys.phys.frame(pfn);
+        let _g = sys.rmap().locks.lock_rmap(f);
+        let (w, index) = (f.rmap.load(Relaxed), f.index.load(Relaxed));
+        let (old, new) = (entry_for(from, index), entry_for(to, index));
+        if w & DIRECT != 0 {
+            if entry_for(PteRef(w & !TAGS), index) != old {
+                return false;
+            }
+            f.rmap.store(DIRECT | to.0, Relaxed);
+            return true;
+        }
+        if w & CHAIN == 0 {
+            return false;
+        }
+        let head = w & !TAGS;
+        if self.node(sys, head)[1].load(Relaxed) == 1 {
+            let mut h = head;
+            while h != 0 {
+                let n = self.node(sys, h);
+                if let Some(slot) = n[2..].iter().find(|x| x.load(Relaxed) == old) {
+                    slot.store(new, Relaxed);
+                    return true;
+                }
+                h = n[0].load(Relaxed) & !HEAD;
+            }
+            return false;
+        }
+        let mut es = Vec::new();
+        self.entries(sys, head, &mut es);
+        let Some(i) = es.iter().position(|x| *x == old) else { return false };
+        es[i] = new;
+        let Some(nh) = self.build(sys, cpu, &es, 1) else {
+            sys.stats.inc(cpu, crate::stats::Stat::RmapAllocFail);
+            return false;
+        };
+        f.rmap.store(CHAIN | nh, Relaxed);
+        self.release(sys, cpu, head, 1);
+        true
+    }
+
     fn add_ref(&self, sys: &System, head: u64, n: u64) {
         self.node(sys, head)[1].fetch_add(n, Relaxed);
     }
@@ -305,6 +394,15 @@ impl ChainStore {
         } else {
             match self.build(sys, cpu, &es, 0) {
                 Some(h) => GroupNew::Chain(h),
+                // Out of node memory. A removal must not leave its entry
+                // behind (it would name a PTE that no longer maps the page,
+                // and later a freed page table), so it falls back to maps
+                // that need no new node: one entry left goes direct, and a
+                // chain no other page shares loses the entry in place.
+                None if !add && es.len() == 1 => GroupNew::Direct(es[0]),
+                None if !add && old_chain.is_some_and(|h| self.remove_in_place(sys, h, e)) => {
+                    GroupNew::Chain(old_chain.expect("checked just above"))
+                }
                 None => {
                     sys.stats.inc(cpu, crate::stats::Stat::RmapAllocFail);
                     GroupNew::Unchanged
@@ -365,16 +463,19 @@ impl ChainStore {
         Batch { store: self, sys, cpu, add, need, _guards: guards, group: None, stragglers: Vec::new() }
     }
 
-    /// Add or remove one mapping of one frame.
+    /// Add or remove one mapping of one frame; `false` if the map was left
+    /// as it was (an addition without node memory, or a removal of an
+    /// entry that is not there).
     ///
     /// Enters with: the chain lock shared.
-    pub fn one(&self, sys: &System, cpu: CpuId, pfn: Pfn, r: PteRef, add: bool) {
+    pub fn one(&self, sys: &System, cpu: CpuId, pfn: Pfn, r: PteRef, add: bool) -> bool {
         let f = sys.phys.frame(pfn);
         let _g = sys.rmap().locks.lock_rmap(f);
         let (w, index) = (f.rmap.load(Relaxed), f.index.load(Relaxed));
         let mut group = self.start_group(sys, cpu, add, (3, pfn.as_u64(), 0), w, index, entry_for(r, index));
-        group.apply(f, index);
+        let applied = group.apply(f, index);
         self.finish_group(sys, cpu, group);
+        applied
     }
 
     /// Seed 000's node-page defragmentation: move the nodes of sparse node
@@ -424,12 +525,29 @@ impl ChainStore {
     /// Move node `h` to a fresh node outside `avoid`, re-pointing whatever
     /// points at it. Enters with: the chain lock exclusive.
     fn move_node(&self, sys: &System, cpu: CpuId, h: u64, avoid: &[u64]) -> bool {
+        let old = self.node(sys, h);
+        let w0 = old[0].load(Relaxed);
+        // A head: every frame sharing the chain points at it. They are all
+        // mapped through the table the first entry names (at their own slot
+        // for a TABLE entry, at the given slot for an explicit one); with
+        // the chain lock exclusive, PTEs and chains agree, and no rmap word
+        // changes while we look. If not all of them are found there (the
+        // first entry names no live page table: it should not happen),
+        // moving would leave the missing ones pointing at a freed node, so
+        // the node stays where it is.
+        let sharers = if w0 & HEAD != 0 {
+            match self.sharers(sys, h, old[2].load(Relaxed)) {
+                Some(v) => v,
+                None => return false,
+            }
+        } else {
+            Vec::new()
+        };
         let Some(nh) = self.alloc_node(sys, cpu, avoid) else { return false };
-        let (old, new) = (self.node(sys, h), self.node(sys, nh));
+        let new = self.node(sys, nh);
         for i in 0..8 {
             new[i].store(old[i].load(Relaxed), Relaxed);
         }
-        let w0 = old[0].load(Relaxed);
         let next = w0 & !HEAD;
         if next != 0 {
             self.node(sys, next)[1].store(nh, Relaxed);
@@ -438,35 +556,11 @@ impl ChainStore {
             let prev = old[1].load(Relaxed);
             let pw = self.node(sys, prev)[0].load(Relaxed);
             self.node(sys, prev)[0].store((pw & HEAD) | nh, Relaxed);
-        } else {
-            // A head: every frame sharing the chain points at it. They are
-            // all mapped through the table the first entry names (at their
-            // own slot for a TABLE entry, at the given slot for an explicit
-            // one); with the chain lock exclusive, PTEs and chains agree.
-            let e0 = old[2].load(Relaxed);
-            let (table, slots): (Pfn, core::ops::Range<usize>) = if e0 & EXPLICIT != 0 {
-                let r = PteRef(e0 & !EXPLICIT);
-                (r.table(), r.slot()..r.slot() + 1)
-            } else {
-                (Pfn::new_unchecked(e0), 0..512)
-            };
-            for s in slots {
-                // SAFETY:
-                // - `table` is named by a live chain entry, so a PTE in it
-                //   maps a page: tables are freed only after every entry
-                //   naming them is removed, and entries are removed only
-                //   under the chain lock (shared), which we hold exclusive;
-                // - s < 512.
-                let pte = load_entry(unsafe { sys.entry(table, s) });
-                if !pte.maps_frame() {
-                    continue;
-                }
-                let f = sys.phys.frame(pte.pfn());
-                let _g = sys.rmap().locks.lock_rmap(f);
-                if f.rmap.load(Relaxed) == CHAIN | h {
-                    f.rmap.store(CHAIN | nh, Relaxed);
-                }
-            }
+        }
+        for pfn in sharers {
+            let f = sys.phys.frame(pfn);
+            let _g = sys.rmap().locks.lock_rmap(f);
+            f.rmap.store(CHAIN | nh, Relaxed);
         }
         for w in old {
             w.store(0, Relaxed);
@@ -477,6 +571,43 @@ impl ChainStore {
 }
 
 impl ChainStore {
+    /// The frames pointing at chain `head`, found through the page table
+    /// its first entry `e0` names; `None` unless that is a live page table
+    /// and they are as many as the chain's references.
+    ///
+    /// Enters with: the chain lock exclusive.
+    fn sharers(&self, sys: &System, head: u64, e0: u64) -> Option<Vec<Pfn>> {
+        let (table, slots): (Pfn, core::ops::Range<usize>) = if e0 & EXPLICIT != 0 {
+            let r = PteRef(e0 & !EXPLICIT);
+            (r.table(), r.slot()..r.slot() + 1)
+        } else {
+            (Pfn::new_unchecked(e0), 0..512)
+        };
+        if e0 == 0
+            || table.as_u64() >= sys.phys.total_frames()
+            || sys.phys.frame(table).flags() & crate::phys::frame::flags::PAGETABLE == 0
+        {
+            return None;
+        }
+        let mut out = Vec::new();
+        for s in slots {
+            // SAFETY:
+            // - `table` is a live page table (checked above; tables are
+            //   freed only after every entry naming them is removed, and
+            //   entries are removed only under the chain lock (shared),
+            //   which the caller holds exclusive);
+            // - s < 512.
+            let pte = load_entry(unsafe { sys.entry(table, s) });
+            if !pte.maps_frame() || pte.pfn().as_u64() >= sys.phys.total_frames() {
+                continue;
+            }
+            if sys.phys.frame(pte.pfn()).rmap.load(Relaxed) == CHAIN | head {
+                out.push(pte.pfn());
+            }
+        }
+        (out.len() as u64 == self.node(sys, head)[1].load(Relaxed)).then_some(out)
+    }
+
     /// Record the first mapping of a fresh, unpublished page (no lock: the
     /// page is not visible to anyone yet).
     #[inline]
@@ -515,16 +646,18 @@ struct Group {
 }
 
 impl Group {
-    /// Point `f` (index `index`) at the group's new map.
+    /// Point `f` (index `index`) at the group's new map; `false` if the
+    /// group leaves maps unchanged.
     #[inline(always)]
-    fn apply(&mut self, f: &Frame, index: u64) {
+    fn apply(&mut self, f: &Frame, index: u64) -> bool {
         match self.new {
             GroupNew::Chain(h) => f.rmap.store(CHAIN | h, Relaxed),
             GroupNew::Direct(entry) => f.rmap.store(DIRECT | entry_ref(entry, index).0, Relaxed),
             GroupNew::Empty => f.rmap.store(0, Relaxed),
-            GroupNew::Unchanged => return,
+            GroupNew::Unchanged => return false,
         }
         self.count += 1;
+        true
     }
 }
 
@@ -541,14 +674,18 @@ enum GroupNew {
 }
 
 impl Batch<'_> {
-    /// Apply this batch's change for `f` (frame `pfn`) mapped by `r`.
+    /// Apply this batch's change for `f` (frame `pfn`) mapped by `r`;
+    /// `false` if it left the page's map unchanged (an addition without
+    /// node memory: the caller must undo the mapping). A page outside the
+    /// batch's index range is done at [`Batch::finish`], which reports it
+    /// then.
     ///
     /// The fast path — the page continues the current group: same kind of
     /// old map normalising to the same entry, its TABLE entry at its own
     /// slot, its lock held — is a few compares and one store, inlined into
     /// fork's and zap's loops; anything else goes to `Batch::push_slow`.
     #[inline(always)]
-    pub fn push(&mut self, pfn: Pfn, r: PteRef, f: &Frame) {
+    pub fn push(&mut self, pfn: Pfn, r: PteRef, f: &Frame) -> bool {
         let index = f.index.load(Relaxed);
         let w = f.rmap.load(Relaxed);
         if let Some(g) = &mut self.group {
@@ -561,20 +698,19 @@ impl Batch<'_> {
                 _ => false,
             };
             if own_slot && same_map && self.need[slot / 64] & (1 << (slot % 64)) != 0 {
-                g.apply(f, index);
-                return;
+                return g.apply(f, index);
             }
         }
-        self.push_slow(pfn, r, f, index, w);
+        self.push_slow(pfn, r, f, index, w)
     }
 
     #[cold]
     #[inline(never)]
-    fn push_slow(&mut self, pfn: Pfn, r: PteRef, f: &Frame, index: u64, w: u64) {
+    fn push_slow(&mut self, pfn: Pfn, r: PteRef, f: &Frame, index: u64, w: u64) -> bool {
         let slot = super::locks::RmapLocks::slot_of(index);
         if self.need[slot / 64] & (1 << (slot % 64)) == 0 {
             self.stragglers.push((pfn, r));
-            return;
+            return true;
         }
         let e = entry_for(r, index);
         let key = if w & DIRECT != 0 {
@@ -590,7 +726,7 @@ impl Batch<'_> {
             self.finish_group();
             self.group = Some(self.start_group(key, w, index, e));
         }
-        self.group.as_mut().expect("a group was just started").apply(f, index);
+        self.group.as_mut().expect("a group was just started").apply(f, index)
     }
 
     fn start_group(&mut self, key: (u8, u64, u64), w: u64, index: u64, e: u64) -> Group {
@@ -604,15 +740,15 @@ impl Batch<'_> {
     }
 
     /// Finish the last group, release the locks, then do the pages outside
-    /// the batch's index range one by one.
-    pub fn finish(mut self) {
+    /// the batch's index range one by one. Returns those of them whose map
+    /// was left unchanged (see [`Batch::push`]).
+    pub fn finish(mut self) -> Vec<(Pfn, PteRef)> {
         self.finish_group();
         let (store, sys, cpu, add) = (self.store, self.sys, self.cpu, self.add);
-        let stragglers = core::mem::take(&mut self.stragglers);
+        let mut stragglers = core::mem::take(&mut self.stragglers);
         drop(self);
-        for (pfn, r) in stragglers {
-            store.one(sys, cpu, pfn, r, add);
-        }
+        stragglers.retain(|&(pfn, r)| !store.one(sys, cpu, pfn, r, add));
+        stragglers
     }
 }
 

@@ -165,18 +165,25 @@ pub(crate) fn begin_batch(sys: &System, cpu: CpuId, add: bool, base: VirtAddr) -
 }
 
 impl RmapBatch<'_> {
-    /// The change for frame `pfn` (metadata `f`) mapped by `r`.
+    /// The change for frame `pfn` (metadata `f`) mapped by `r`; `false`
+    /// if an addition found no node memory and left the page's map as it
+    /// was (the caller must undo the mapping; [`chain::Batch::push`]).
     #[inline]
-    pub(crate) fn push(&mut self, pfn: Pfn, r: PteRef, f: &Frame) {
-        if let Some(b) = &mut self.0 {
-            b.push(pfn, r, f);
+    #[must_use]
+    pub(crate) fn push(&mut self, pfn: Pfn, r: PteRef, f: &Frame) -> bool {
+        match &mut self.0 {
+            Some(b) => b.push(pfn, r, f),
+            None => true,
         }
     }
 
-    /// Finish the batch.
-    pub(crate) fn finish(self) {
-        if let Some(b) = self.0 {
-            b.finish();
+    /// Finish the batch; returns the pages pushed outside its index range
+    /// whose change was left undone, as `push` would have said.
+    #[must_use]
+    pub(crate) fn finish(self) -> Vec<(Pfn, PteRef)> {
+        match self.0 {
+            Some(b) => b.finish(),
+            None => Vec::new(),
         }
     }
 }
@@ -184,15 +191,26 @@ impl RmapBatch<'_> {
 /// Remove one mapping. Enters with: the chain lock shared.
 pub(crate) fn remove_one(sys: &System, cpu: CpuId, pfn: Pfn, r: PteRef) {
     if sys.rmap().scheme == RmapScheme::PteChains {
-        sys.rmap().chains.one(sys, cpu, pfn, r, false);
+        // A removal falls back to maps that need no node memory (see
+        // `chain::ChainStore::start_group`); what is still left undone is
+        // counted there and reported by the checker.
+        let _ = sys.rmap().chains.one(sys, cpu, pfn, r, false);
     }
 }
 
-/// Add one mapping. Enters with: the chain lock shared.
-pub(crate) fn add_one(sys: &System, cpu: CpuId, pfn: Pfn, r: PteRef) {
-    if sys.rmap().scheme == RmapScheme::PteChains {
-        sys.rmap().chains.one(sys, cpu, pfn, r, true);
-    }
+/// Add one mapping; `false` if pte chains found no node memory for it (the
+/// caller must not make the mapping, or must undo it). Enters with: the
+/// chain lock shared.
+#[must_use]
+pub(crate) fn add_one(sys: &System, cpu: CpuId, pfn: Pfn, r: PteRef) -> bool {
+    sys.rmap().scheme != RmapScheme::PteChains || sys.rmap().chains.one(sys, cpu, pfn, r, true)
+}
+
+/// Move one mapping from PTE `from` to PTE `to` (mremap); `false` if pte
+/// chains found no node memory for it, leaving the map as it was. Enters
+/// with: the chain lock shared.
+pub(crate) fn move_one(sys: &System, cpu: CpuId, pfn: Pfn, from: PteRef, to: PteRef) -> bool {
+    sys.rmap().scheme != RmapScheme::PteChains || sys.rmap().chains.replace(sys, cpu, pfn, from, to)
 }
 
 /// Object scheme: the child of a fork joins every anon_vma its VMAs carry.
