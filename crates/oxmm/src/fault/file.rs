@@ -145,12 +145,17 @@ pub fn do_file_page(
         } else {
             undo_new_page(f);
             sys.phys.free_frame(cpu, pfn);
+            sys.stats.inc(cpu, Stat::FaultRaceLost);
         }
         return Ok(());
     }
     let write = access == Access::Write;
-    if install(mm, cpu, cache, src, table, idx, leaf_bits(vma, write, true))? && write {
-        cache.mark_dirty(index);
+    if install(mm, cpu, cache, src, table, idx, leaf_bits(vma, write, true))? {
+        if write {
+            cache.mark_dirty(index);
+        }
+    } else {
+        sys.stats.inc(cpu, Stat::FaultRaceLost);
     }
     if !write {
         fault_around(mm, cpu, vma, cache, va, table);

@@ -381,6 +381,12 @@ fn for_each_locked(
 /// that were set (Linux's `folio_referenced`). Cleared entries are flushed
 /// so that the next access sets the bit again.
 ///
+/// The caller holds a reference to the page (Linux's `folio_referenced`
+/// wants it locked and referenced): the mappings are gathered first and
+/// visited after, and a page freed in between could be reused — at one of
+/// the gathered PTEs, even — by a page that is none of the caller's
+/// business.
+///
 /// A set accessed bit on a page that prefault mapped means it was used:
 /// its [`Pte::SW_PREFAULT`] mark goes with the accessed bit, or zap would
 /// later count it among the pages prefaulted for nothing.
@@ -407,6 +413,11 @@ pub fn page_referenced(sys: &System, cpu: CpuId, pfn: Pfn) -> SysResult<usize> {
 /// flushed, and the mapping's reference is dropped. Returns the mappings
 /// removed. (Without swap, the data of an unmapped anonymous page is lost
 /// once the last reference goes: callers are migration and tests.)
+///
+/// The caller holds a reference to the page, as Linux's caller holds the
+/// folio locked and referenced: each visit drops a mapping's reference, and
+/// without the caller's, the page could be freed and reused (a new page at
+/// a PTE still to be visited) before the walk ends.
 pub fn try_to_unmap(sys: &System, cpu: CpuId, pfn: Pfn) -> SysResult<usize> {
     let mut n = 0;
     for_each_locked(sys, cpu, pfn, |mm, slot, va, r, g| {

@@ -67,7 +67,10 @@ counters!(
         PrefaultWindow => "prefault_windows",
         /// Extra pages mapped by prefault windows.
         PrefaultPages => "prefault_pages",
-        /// Reverse-map changes dropped for lack of chain-node memory.
+        /// pte-chain changes that found no node memory and were not made:
+        /// additions refused (the fork, fault or mapping failed instead),
+        /// and removals or moves left undone (only from a chain other pages
+        /// share, with no frame free anywhere; the checker reports them).
         RmapAllocFail => "rmap_alloc_fail",
         /// Prefaulted pages unmapped without ever being accessed (their
         /// accessed bit was still clear at zap).
