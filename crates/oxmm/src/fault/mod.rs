@@ -191,6 +191,14 @@ fn handle_locked(
     let pte = load_entry(slot);
     if vma.file != 0 {
         let cache = st.files.get(&vma.file).ok_or(FaultError::Bus)?;
+        if access == Access::Write && !vma.is_shared() {
+            // A write to a private file mapping copies on write (at first
+            // touch, or from a read-only file page) or reuses a private
+            // page it already has: the mapping has private pages from now
+            // on, even once they are gone (Linux sets the VMA's anon_vma
+            // here, in `vmf_anon_prepare`, and keeps it).
+            st.vmas.mark_private_pages(&vma);
+        }
         if pte.is_none() {
             return file::do_file_page(mm, cpu, &vma, cache, page, table, access);
         }

@@ -46,6 +46,7 @@ impl Mm {
             cst.start_brk = st.start_brk;
             cst.brk = st.brk;
             let mut g = MmuGather::new(self.sys(), cpu, self.id());
+            cst.vmas.inherit_marks(&st.vmas);
             for v in st.vmas.iter() {
                 if v.flags & vmflags::DONTFORK != 0 {
                     continue;
@@ -61,11 +62,13 @@ impl Mm {
                 }
                 // Like Linux, shared mappings are not copied (the child
                 // faults them in from the page cache), nor are private file
-                // mappings that have no private pages yet.
+                // mappings that never had a private page (`vma_needs_copy`:
+                // no anon_vma; one that had some is copied whole, its file
+                // pages too, even after its private pages are gone).
                 if v.flags & vmflags::WIPEONFORK != 0 || failed || v.is_shared() {
                     continue;
                 }
-                if v.file != 0 && !has_private_pages(self, v) {
+                if v.file != 0 && !st.vmas.has_had_private_pages(v) {
                     continue;
                 }
                 if copy_range(self, &child, &mut g, cpu, v).is_err() {
@@ -176,25 +179,4 @@ fn undo_copy(rss: &mut [i64; 3], cslot: &core::sync::atomic::AtomicU64, f: &Fram
     if let Some(kind) = kind_of_frame(f.flags()) {
         rss[kind as usize] -= 1;
     }
-}
-
-/// True if a PTE of `vma` maps a private (anonymous) page: a private file
-/// mapping that was written (Linux: it has an anon_vma).
-fn has_private_pages(mm: &Mm, vma: &Vma) -> bool {
-    let sys = &**mm.sys();
-    let mut found = false;
-    // SAFETY: the mmap write lock is held by the caller (fork) for the walk.
-    unsafe {
-        walk_range(sys, mm.root(), VirtAddr::new_truncate(vma.start), VirtAddr::new_truncate(vma.end), |step| {
-            if let Step::Ptes(r) = step {
-                for (_, slot) in r.slots() {
-                    let p = load_entry(slot);
-                    if p.maps_frame() && sys.phys.frame(p.pfn()).has(crate::phys::frame::flags::ANON) {
-                        found = true;
-                    }
-                }
-            }
-        });
-    }
-    found
 }

@@ -178,6 +178,9 @@ impl Mm {
             vma.file = c.id;
             c.add_user(&self.arc(), vma.pgoff, vma.pgoff + len / PAGE_SIZE);
             st.files.entry(c.id).or_insert_with(|| c.clone());
+            if !shared {
+                vma.cow_mark = st.vmas.new_mark(false);
+            }
         }
         // Private mappings (anonymous, or a file's copy-on-write pages) get
         // an anon_vma under the object-based reverse map.

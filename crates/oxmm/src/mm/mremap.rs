@@ -153,8 +153,11 @@ impl Mm {
         // The source's VMA pieces go (their PTEs have moved); the
         // destination's VMA goes in before the source's empty page tables
         // are freed, so that tables it now uses are kept.
-        st.vmas.remove_range(addr, addr + moved);
-        let moved_vma = Vma { start: dest, end: dest + new_len, pgoff: vma.index_of(addr), ..vma };
+        let removed = st.vmas.remove_range(addr, addr + moved);
+        // The moved piece keeps its own private-pages mark (a split gave
+        // it a copy of the VMA's).
+        let cow_mark = removed.first().map_or(vma.cow_mark, |v| v.cow_mark);
+        let moved_vma = Vma { start: dest, end: dest + new_len, pgoff: vma.index_of(addr), cow_mark, ..vma };
         if let Some(c) = st.files.get(&vma.file) {
             c.add_user(&self.arc(), moved_vma.pgoff, moved_vma.pgoff + (new_len >> 12));
         }

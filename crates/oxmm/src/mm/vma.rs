@@ -11,6 +11,7 @@
 
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, Ordering};
 
 use super::flags::Prot;
 
@@ -64,13 +65,16 @@ pub struct Vma {
     pub anon_vma: u64,
     /// The page cache mapped (a file or shmem object; 0: anonymous).
     pub file: u64,
+    /// A private file mapping's "has had private pages" mark in its tree
+    /// ([`VmaTree::mark_private_pages`]; 0: not a private file mapping).
+    pub cow_mark: u64,
 }
 
 impl Vma {
     /// A VMA of `[start, end)` whose object offset is its own page number
     /// (new anonymous memory).
     pub fn new_anon(start: u64, end: u64, prot: Prot, flags: u32) -> Vma {
-        Vma { start, end, prot, flags, pgoff: start >> 12, anon_vma: 0, file: 0 }
+        Vma { start, end, prot, flags, pgoff: start >> 12, anon_vma: 0, file: 0, cow_mark: 0 }
     }
 
     /// The address of object page `index` in this VMA, if it falls inside.
@@ -101,6 +105,8 @@ impl Vma {
     pub fn is_shared(&self) -> bool {
         self.flags & vmflags::SHARED != 0
     }
+    /// Mergeable with `next`, apart from the private-pages marks (see
+    /// [`VmaTree::merged_mark`]).
     fn mergeable(&self, next: &Vma) -> bool {
         self.end == next.start
             && self.prot == next.prot
@@ -112,9 +118,31 @@ impl Vma {
 }
 
 /// The VMAs of an address space.
-#[derive(Default, Clone, Debug)]
+///
+/// Besides the VMAs, the tree keeps the "has had private pages" marks of
+/// its private file mappings: Linux's `vma->anon_vma != NULL`, which the
+/// first copy-on-write fault in such a mapping sets, under the mmap read
+/// lock, and which stays set when the private pages are gone (fork copies
+/// the PTEs of exactly the private file mappings that have it:
+/// `vma_needs_copy`). A mark is an atomic flag here so that a fault can set
+/// it through the shared tree; each VMA has its own (a split gives the new
+/// half a copy, as Linux's split gives it the anon_vma), and two VMAs whose
+/// marks are both set do not merge (two anon_vmas).
+#[derive(Default, Debug)]
 pub struct VmaTree {
     map: BTreeMap<u64, Vma>,
+    marks: BTreeMap<u64, AtomicBool>,
+    next_mark: u64,
+}
+
+impl Clone for VmaTree {
+    fn clone(&self) -> Self {
+        VmaTree {
+            map: self.map.clone(),
+            marks: self.marks.iter().map(|(k, m)| (*k, AtomicBool::new(m.load(Ordering::Relaxed)))).collect(),
+            next_mark: self.next_mark,
+        }
+    }
 }
 
 impl VmaTree {
@@ -179,9 +207,68 @@ impl VmaTree {
     pub fn split_at(&mut self, addr: u64) {
         if let Some(v) = self.find(addr).copied() {
             if v.start < addr {
+                let cow_mark = if v.cow_mark != 0 { self.new_mark(self.marked(v.cow_mark)) } else { 0 };
                 self.map.insert(v.start, Vma { end: addr, ..v });
-                self.map.insert(addr, Vma { start: addr, pgoff: v.index_of(addr), ..v });
+                self.map.insert(addr, Vma { start: addr, pgoff: v.index_of(addr), cow_mark, ..v });
             }
+        }
+    }
+
+    /// A new private-pages mark, set or not, for a private file mapping
+    /// about to be inserted ([`Vma::cow_mark`]).
+    pub fn new_mark(&mut self, set: bool) -> u64 {
+        if self.marks.len() > 2 * self.map.len() + 16 {
+            // Drop the marks of VMAs that are gone (unmapped, or merged
+            // away). Not on removal itself: mremap removes a VMA and then
+            // inserts it, mark and all, elsewhere.
+            let live: alloc::collections::BTreeSet<u64> = self.map.values().map(|v| v.cow_mark).collect();
+            self.marks.retain(|k, _| live.contains(k));
+        }
+        self.next_mark += 1;
+        self.marks.insert(self.next_mark, AtomicBool::new(set));
+        self.next_mark
+    }
+
+    /// Whether mark `id` is set.
+    fn marked(&self, id: u64) -> bool {
+        self.marks.get(&id).is_some_and(|m| m.load(Ordering::Relaxed))
+    }
+
+    /// Record that private file mapping `vma` of this tree gets (or may
+    /// get) a private page: the first copy-on-write fault in it calls this,
+    /// under the mmap read lock (Linux's `anon_vma_prepare`). Nothing for
+    /// other VMAs.
+    pub fn mark_private_pages(&self, vma: &Vma) {
+        if let Some(m) = self.marks.get(&vma.cow_mark) {
+            if !m.load(Ordering::Relaxed) {
+                m.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Whether private file mapping `vma` has ever had a private page
+    /// ([`VmaTree::mark_private_pages`]).
+    pub fn has_had_private_pages(&self, vma: &Vma) -> bool {
+        self.marked(vma.cow_mark)
+    }
+
+    /// Take over `parent`'s marks (fork: the child's VMAs are copies, their
+    /// marks included). Enters with: both trees' mms locked for writing.
+    pub fn inherit_marks(&mut self, parent: &VmaTree) {
+        self.marks = parent.clone().marks;
+        self.next_mark = self.next_mark.max(parent.next_mark);
+    }
+
+    /// The mark a merge of `a` and its successor `b` keeps, if the two may
+    /// merge: Linux merges two VMAs unless both have an anon_vma (and they
+    /// differ).
+    fn merged_mark(&self, a: &Vma, b: &Vma) -> Option<u64> {
+        if a.cow_mark == b.cow_mark || !self.marked(b.cow_mark) {
+            Some(a.cow_mark)
+        } else if !self.marked(a.cow_mark) {
+            Some(b.cow_mark)
+        } else {
+            None
         }
     }
 
@@ -233,9 +320,11 @@ impl VmaTree {
             let Some(v) = self.map.get(&k).copied() else { continue };
             if let Some(c) = cur {
                 let prev = self.map[&c];
-                if prev.mergeable(&v) {
+                if let Some(mark) = prev.mergeable(&v).then(|| self.merged_mark(&prev, &v)).flatten() {
                     self.map.remove(&k);
-                    self.map.get_mut(&c).expect("merge target present").end = v.end;
+                    let merged = self.map.get_mut(&c).expect("merge target present");
+                    merged.end = v.end;
+                    merged.cow_mark = mark;
                     continue;
                 }
             }
@@ -302,6 +391,61 @@ mod tests {
         assert_eq!(t.len(), 2);
         assert!(!t.covers(0x11000, 0x14000));
         assert!(t.covers(0x10000, 0x12000));
+    }
+
+    /// A private file mapping of file 7 at page offset 0.
+    fn private_file(t: &mut VmaTree, start: u64, end: u64) -> Vma {
+        let mut v = Vma::new_anon(start, end, Prot::RW, 0);
+        v.file = 7;
+        v.pgoff = 0;
+        v.cow_mark = t.new_mark(false);
+        v
+    }
+
+    #[test]
+    fn private_page_marks_follow_splits_and_merges() {
+        let mut t = VmaTree::new();
+        let v = private_file(&mut t, 0x10000, 0x20000);
+        t.insert(v);
+        // Split before any mark: the halves are marked apart.
+        t.modify_range(0x18000, 0x20000, |v| v.prot = Prot::READ);
+        let (lo, hi) = (*t.find(0x10000).unwrap(), *t.find(0x18000).unwrap());
+        assert_ne!(lo.cow_mark, hi.cow_mark);
+        t.mark_private_pages(&lo);
+        assert!(t.has_had_private_pages(&lo) && !t.has_had_private_pages(&hi));
+        // A merge with an unmarked neighbour keeps the mark.
+        t.modify_range(0x18000, 0x20000, |v| v.prot = Prot::RW);
+        assert_eq!(t.len(), 1);
+        let whole = *t.find(0x1f000).unwrap();
+        assert!(t.has_had_private_pages(&whole));
+        // A split after the mark gives the new half a set mark of its own.
+        t.split_at(0x14000);
+        let (lo, hi) = (*t.find(0x10000).unwrap(), *t.find(0x14000).unwrap());
+        assert_ne!(lo.cow_mark, hi.cow_mark);
+        assert!(t.has_had_private_pages(&lo) && t.has_had_private_pages(&hi));
+        // Two marked VMAs do not merge (Linux: two anon_vmas).
+        t.merge_around(0x10000, 0x20000);
+        assert_eq!(t.len(), 2);
+        // Anonymous and shared VMAs have no mark.
+        assert!(!t.has_had_private_pages(&anon(0, 0x1000, Prot::RW)));
+    }
+
+    #[test]
+    fn marks_of_gone_vmas_are_dropped() {
+        let mut t = VmaTree::new();
+        for i in 0..1000u64 {
+            let v = private_file(&mut t, 0x10000, 0x20000);
+            t.insert(v);
+            assert_eq!(t.remove_range(0x10000, 0x20000).len(), 1, "round {i}");
+        }
+        assert!(t.marks.len() <= 2 * t.len() + 17, "{} marks for {} VMAs", t.marks.len(), t.len());
+        // A removed VMA inserted again (mremap) keeps its mark until then.
+        let v = private_file(&mut t, 0x10000, 0x20000);
+        t.insert(v);
+        t.mark_private_pages(&v);
+        let gone = t.remove_range(0x10000, 0x20000)[0];
+        t.insert(Vma { start: 0x40000, end: 0x50000, ..gone });
+        assert!(t.has_had_private_pages(t.find(0x40000).unwrap()));
     }
 
     #[test]
