@@ -634,3 +634,163 @@ mod fork {
         assert_eq!(rig.cpu.sum(p, 32 * PAGE).unwrap(), 4 + 3);
     }
 }
+
+/// Prefault windows racing what else runs under the mmap read lock on
+/// the same pages: MADV_DONTNEED zapping them, MADV_POPULATE_WRITE, and
+/// copy-on-write from the zero page on neighbouring PTEs. Every CPU owns
+/// one word of each page and reads back 0 (zapped) or what it last wrote;
+/// a word nobody writes reads 0; afterwards the checker is clean and
+/// nothing is left mapped. (From a review of the issue-4 fault path.)
+mod races {
+    use super::*;
+    use oxmm::rmap::RmapScheme;
+    use oxmm_host::Cpu;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Barrier;
+
+    fn val(t: u64, i: u64, gen: u64) -> u64 {
+        0xa5 << 56 | (t + 1) << 48 | (gen & 0xffff) << 32 | i
+    }
+
+    fn rig(cpus: usize, rmap: RmapScheme) -> Rig {
+        let r = Rig::with(MachineConfig { mem_bytes: 64 << 20, nodes: 1, cpus, movable_percent: 75, rmap });
+        r.machine.sys().set_prefault(Some(3));
+        r
+    }
+
+    /// Run `worker` on CPUs 1..=workers of the rig's process while `main`
+    /// runs on CPU 0; the workers stop when `main` returns.
+    fn race(
+        rig: &mut Rig,
+        workers: usize,
+        worker: impl Fn(&mut Cpu, u64, &AtomicBool) + Sync,
+        main: impl FnOnce(&mut Rig),
+    ) {
+        let stop = AtomicBool::new(false);
+        let barrier = Barrier::new(workers + 1);
+        let (machine, proc) = (rig.machine.clone(), rig.proc.clone());
+        std::thread::scope(|s| {
+            let hs: Vec<_> = (0..workers)
+                .map(|t| {
+                    let mut cpu = machine.cpu(t + 1).expect("cpu");
+                    let (proc, barrier, stop, worker) = (proc.clone(), &barrier, &stop, &worker);
+                    s.spawn(move || {
+                        cpu.switch_to(&proc);
+                        barrier.wait();
+                        worker(&mut cpu, t as u64, stop);
+                    })
+                })
+                .collect();
+            barrier.wait();
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| main(rig)));
+            stop.store(true, Ordering::Relaxed);
+            for h in hs {
+                if let Err(e) = h.join() {
+                    std::panic::resume_unwind(e);
+                }
+            }
+            if let Err(e) = r {
+                std::panic::resume_unwind(e);
+            }
+        });
+    }
+
+    fn windows_race_dontneed(rmap: RmapScheme) {
+        let mut rig = rig(3, rmap);
+        let n = 2 * TABLE_PAGES;
+        let p = rig.map_fixed(BASE, n * PAGE, Prot::RW);
+        race(
+            &mut rig,
+            2,
+            |cpu, t, stop| {
+                let mut gen = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    gen += 1;
+                    // A sequential run: predicted, so windows of up to 9 pages.
+                    let from = (gen * 97 + t * 300) % n;
+                    for k in 0..64u64 {
+                        let i = (from + k) % n;
+                        let (a, v) = (p + i * PAGE + t * 8, val(t, i, gen));
+                        cpu.write_u64(a, v).unwrap();
+                        let got = cpu.read_u64(a).unwrap();
+                        assert!(got == v || got == 0, "page {i} word {t}: wrote {v:#x}, read {got:#x}");
+                        assert_eq!(cpu.read_u64(p + i * PAGE + 512).unwrap(), 0, "page {i}: an unwritten word");
+                    }
+                }
+            },
+            |rig| {
+                for round in 0..300u64 {
+                    let start = (round * 37) % n;
+                    let len = (1 + round % 17).min(n - start);
+                    rig.cpu.madvise(p.as_u64() + start * PAGE, len * PAGE, Advice::DontNeed as u32).unwrap();
+                    if round.is_multiple_of(64) {
+                        rig.cpu.madvise(p.as_u64(), n * PAGE, Advice::DontNeed as u32).unwrap();
+                    }
+                    std::thread::yield_now();
+                }
+            },
+        );
+        rig.check();
+        rig.cpu.munmap(p.as_u64(), n * PAGE).unwrap();
+        assert_eq!(rig.machine.meminfo().anon, 0);
+    }
+
+    #[test]
+    fn write_windows_race_dontneed_pte_chains() {
+        windows_race_dontneed(RmapScheme::PteChains);
+    }
+
+    #[test]
+    fn write_windows_race_dontneed_object_rmap() {
+        windows_race_dontneed(RmapScheme::Object);
+    }
+
+    /// One CPU runs read windows (zero page) with a write now and then (a
+    /// copy-on-write from the zero page); another runs write windows and
+    /// MADV_POPULATE_WRITE; CPU 0 zaps with DONTNEED.
+    #[test]
+    fn zero_page_windows_cow_and_populate_race_dontneed() {
+        let mut rig = rig(3, RmapScheme::PteChains);
+        let n = TABLE_PAGES;
+        let p = rig.map_fixed(BASE, n * PAGE, Prot::RW);
+        race(
+            &mut rig,
+            2,
+            |cpu, t, stop| {
+                let mut gen = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    gen += 1;
+                    let from = (gen * 61 + t * 200) % n;
+                    for k in 0..48u64 {
+                        let i = (from + k) % n;
+                        if t == 0 {
+                            assert_eq!(cpu.read_u64(p + i * PAGE + 8 * 9).unwrap(), 0, "page {i}");
+                        }
+                        if t == 1 || k.is_multiple_of(5) {
+                            let (a, v) = (p + i * PAGE + t * 8, val(t, i, gen));
+                            cpu.write_u64(a, v).unwrap();
+                            let got = cpu.read_u64(a).unwrap();
+                            assert!(got == 0 || got == v, "page {i} word {t}: wrote {v:#x}, read {got:#x}");
+                        }
+                    }
+                    if t == 1 && gen.is_multiple_of(8) {
+                        let s = (gen * 13) % n;
+                        let len = 16.min(n - s);
+                        cpu.madvise(p.as_u64() + s * PAGE, len * PAGE, Advice::PopulateWrite as u32).unwrap();
+                    }
+                }
+            },
+            |rig| {
+                for round in 0..400u64 {
+                    let start = (round * 29) % n;
+                    let len = (1 + round % 23).min(n - start);
+                    rig.cpu.madvise(p.as_u64() + start * PAGE, len * PAGE, Advice::DontNeed as u32).unwrap();
+                    std::thread::yield_now();
+                }
+            },
+        );
+        rig.check();
+        rig.cpu.munmap(p.as_u64(), n * PAGE).unwrap();
+        assert_eq!(rig.machine.meminfo().anon, 0);
+    }
+}
