@@ -231,10 +231,17 @@ impl ChainStore {
     }
 
     /// Drop `n` references to chain `head`, freeing it at zero.
+    ///
+    /// Pages sharing a chain can sit under different rmap locks, so two
+    /// CPUs can drop references at once: as for `Arc`, each drop is a
+    /// Release (its reads of the chain come before it) and the last one
+    /// takes an Acquire fence before freeing the nodes (every other drop's
+    /// reads are done).
     fn release(&self, sys: &System, cpu: CpuId, head: u64, n: u64) {
         let hn = self.node(sys, head);
-        let left = hn[1].fetch_sub(n, Relaxed) - n;
+        let left = hn[1].fetch_sub(n, core::sync::atomic::Ordering::Release) - n;
         if left == 0 {
+            core::sync::atomic::fence(core::sync::atomic::Ordering::Acquire);
             let mut h = head;
             while h != 0 {
                 let next = self.node(sys, h)[0].load(Relaxed) & !HEAD;
