@@ -7,22 +7,26 @@
 //!    flagged PAGETABLE, and every frame so flagged is reachable (no
 //!    page-table leak), and `NrPageTables` counts them;
 //! 2. every PTE holding a frame lies inside a VMA and does not allow more
-//!    than the VMA does;
+//!    than the VMA does (write, read, execute), and a writable PTE of a
+//!    private mapping maps a page no one else maps: an anonymous page
+//!    mapped once, never a page-cache page (copy-on-write);
 //! 3. `mapcount(frame)` equals the number of PTEs mapping it, for every
 //!    frame other than the zero page;
 //! 4. each mm's folded RSS equals its PTEs mapping a frame other than the
-//!    zero page;
+//!    zero page (the raw sums, before the fold's clamp at zero);
 //! 5. every allocated anonymous frame is mapped (no leak), and
 //!    `NrAnonPages` counts them;
 //! 6. no frame was freed twice;
 //! 7. when no mm is alive, the free count is the boot count less the zero
 //!    page;
 //! 8. the reverse map finds exactly the PTEs that map each page — every PTE
-//!    found, no stale entry — under either scheme, and the pte-chain
-//!    counters (chained frames) agree with the frames' maps;
+//!    found, no stale entry, also on pages nothing maps — under either
+//!    scheme, and the pte-chain counters (chained frames) agree with the
+//!    frames' maps;
 //! 9. every allocated frame of a movable zone was allocated movable (an
 //!    unmovable allocation never gets a frame there, so the zone can be
-//!    emptied by migration).
+//!    emptied by migration), and every page-table page is movable (seed
+//!    004: tables relocate).
 
 use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::format;
@@ -31,7 +35,7 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use crate::addr::Pfn;
-use crate::arch::{load_entry, EntryKind, Native, PagingFormat};
+use crate::arch::{load_entry, EntryKind, Native, PagingFormat, Pte};
 use crate::mm::vma::VmaTree;
 use crate::mm::{Mm, MmState};
 use crate::phys::frame::flags;
@@ -78,6 +82,9 @@ struct Walk<'a> {
     tables: BTreeSet<u64>,
     v: Vec<String>,
     mapped_ptes: u64,
+    /// Writable PTEs of private mappings: (mm, address, frame), checked
+    /// once every PTE is counted.
+    private_writable: Vec<(u64, u64, Pfn)>,
 }
 
 impl Walk<'_> {
@@ -131,6 +138,12 @@ impl Walk<'_> {
                                     v.prot
                                 ));
                             }
+                            if raw.is_present() && raw.0 & Pte::NX == 0 && !v.prot.executable() {
+                                self.bad(format!("mm {mm}: executable PTE at {va:#x} in VMA with prot {:?}", v.prot));
+                            }
+                            if raw.is_present() && raw.is_writable() && !v.is_shared() {
+                                self.private_writable.push((mm, va, pfn));
+                            }
                         }
                     }
                     if pfn.as_u64() >= self.sys.phys.total_frames() {
@@ -178,17 +191,31 @@ pub fn check(sys: &System) -> Result<CheckSummary, CheckError> {
         tables: BTreeSet::new(),
         v: Vec::new(),
         mapped_ptes: 0,
+        private_writable: Vec::new(),
     };
     for (mm, st) in mms.iter().zip(guards.iter()) {
         let mut rss = [0u64; 3];
         w.table(mm.id(), &st.vmas, mm.root(), Native::LEVELS, 0, &mut rss);
-        let folded = mm.rss();
-        for (name, have, want) in
-            [("anon", folded.anon, rss[0]), ("file", folded.file, rss[1]), ("shmem", folded.shmem, rss[2])]
-        {
-            if have != want {
+        // The raw sums: the fold clamps at zero, which would hide a counter
+        // driven below it.
+        let raw = mm.rss_counters().fold_raw();
+        for ((name, have), want) in ["anon", "file", "shmem"].into_iter().zip(raw).zip(rss) {
+            if have != want as i64 {
                 w.bad(format!("mm {}: RSS {name} {have} but {want} PTEs map such frames", mm.id()));
             }
+        }
+    }
+    // Copy-on-write: a private mapping writes only to a page it alone maps.
+    for (mm, va, pfn) in core::mem::take(&mut w.private_writable) {
+        if pfn == sys.zero_pfn() || pfn.as_u64() >= sys.phys.total_frames() {
+            continue; // reported above
+        }
+        let fl = sys.phys.frame(pfn).flags();
+        let ptes = w.counts.get(&pfn.as_u64()).copied().unwrap_or(0);
+        if fl & (flags::FILE | flags::SHMEM) != 0 {
+            w.bad(format!("mm {mm}: writable PTE at {va:#x} of a private mapping maps page-cache page {pfn:?}"));
+        } else if ptes > 1 {
+            w.bad(format!("mm {mm}: writable PTE at {va:#x} of a private mapping maps {pfn:?}, which {ptes} PTEs map"));
         }
     }
     check_rmap(&mut w, &mms, &guards);
@@ -210,6 +237,9 @@ pub fn check(sys: &System) -> Result<CheckSummary, CheckError> {
         let mapped = w.counts.get(&p).copied().unwrap_or(0);
         if fl & flags::PAGETABLE != 0 {
             tables_flagged += 1;
+            if fl & flags::MOVABLE == 0 {
+                w.bad(format!("page-table page {pfn:?} allocated unmovable (flags {fl:#x})"));
+            }
             if !w.tables.contains(&p) {
                 w.bad(format!(
                     "page-table page {pfn:?} (owner mm {}) is not reachable: leaked",
@@ -279,11 +309,19 @@ fn check_rmap(
     if scheme == RmapScheme::PteChains {
         for p in 1..sys.phys.total_frames() {
             let f = sys.phys.frame(Pfn::new_unchecked(p));
-            if f.flags() & flags::ALLOCATED != 0
-                && f.flags() & (flags::ANON | flags::FILE | flags::SHMEM) != 0
-                && f.rmap.load(crate::sync::Ordering::Relaxed) & crate::rmap::chain::CHAIN != 0
-            {
+            if f.flags() & flags::ALLOCATED == 0 || f.flags() & (flags::ANON | flags::FILE | flags::SHMEM) == 0 {
+                continue;
+            }
+            let word = f.rmap.load(crate::sync::Ordering::Relaxed);
+            if word & crate::rmap::chain::CHAIN != 0 {
                 chained += 1;
+            }
+            // A page no PTE maps (a cached file page, say) has no map left;
+            // the mapped ones are compared entry by entry below.
+            if word != 0 && !w.locations.contains_key(&p) {
+                let mut v = Vec::new();
+                sys.rmap().chains.refs(sys, f, &mut v);
+                w.bad(format!("frame {:?}: no PTE maps it but the reverse map gives {v:?}", Pfn::new_unchecked(p)));
             }
         }
         let counted = sys.rmap().chains.chained_frames.load(crate::sync::Ordering::Relaxed);

@@ -12,9 +12,10 @@
 //!   its puts);
 //! - otherwise pins O under the PTE's table lock (after re-checking the
 //!   PTE), copies it into its own new frame, and commits with
-//!   `EntrySlot::cas_pte(old, new)`; the winner drops O's mapcount and
-//!   both references (the mapping's and its pin), the loser frees its copy
-//!   and drops its pin.
+//!   `EntrySlot::cas_pte(old, new)` under the table lock, retrying while
+//!   only the accessed bit changed; the winner drops O's mapcount under the
+//!   lock and both references (the mapping's and its pin) after it, the
+//!   loser frees its copy and drops its pin.
 //!
 //! Then each CPU performs its write through whatever its PTE maps (the
 //! MMU's retry). Frame memory is Relaxed atomics, as in the hosted MMU.
@@ -51,10 +52,10 @@ struct Variant {
     cas_commit: bool,
     /// Pin O before copying it (the protocol) or not (broken).
     pin: bool,
-    /// Commit (CAS and the drop of O's references) under the table lock,
+    /// Commit (the CAS and the drop of O's mapcount) under the table lock,
     /// as Linux's `wp_page_copy` does under the PTE lock — the fix for the
-    /// bug `two_parent_cpus_and_the_child` finds; `wp.rs` today commits
-    /// outside it.
+    /// bug `broken_commit_outside_the_table_lock` finds; the references are
+    /// dropped after the lock, as `wp.rs` does.
     commit_under_ptl: bool,
 }
 
@@ -151,22 +152,37 @@ impl World {
             self.data[nf][k].store(x, Ordering::Relaxed);
         }
         let new = Pte::new(pfn(nf), RW);
-        let _ptl = v.commit_under_ptl.then(|| self.ptl[p].lock().unwrap());
+        let ptl = v.commit_under_ptl.then(|| self.ptl[p].lock().unwrap());
         let won = if v.cas_commit {
-            slot.cas_pte(old, new).is_ok()
+            // As `wp.rs`: commit while the PTE still maps what was copied,
+            // whatever the MMU did to its accessed bit meanwhile.
+            let mut cur = slot.load_pte();
+            loop {
+                if cur.without(Pte::ACCESSED) != old.without(Pte::ACCESSED) {
+                    break false;
+                }
+                match slot.cas_pte(cur, new) {
+                    Ok(_) => break true,
+                    Err(now) => cur = now,
+                }
+            }
         } else {
             slot.store(new.0, Ordering::Release);
             true
         };
         if won {
             self.wins[p].fetch_add(1, Ordering::Relaxed);
+            // Under the table lock, as in `wp.rs`: the old page's mapcount
+            // drops before anyone else can decide on it again.
             self.mapcount[of].fetch_sub(1, Ordering::AcqRel);
-            // The mapping's reference, then the pin.
+            drop(ptl);
+            // The mapping's reference, then the pin — after the lock.
             self.put_page(of);
             if v.pin {
                 self.put_page(of);
             }
         } else {
+            drop(ptl);
             self.mapcount[nf].store(0, Ordering::Relaxed);
             self.put_page(nf);
             if v.pin {

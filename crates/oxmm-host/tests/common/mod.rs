@@ -62,16 +62,18 @@ impl Drop for Rig {
         self.check();
         let p = self.proc.clone();
         self.cpu.exit_process(p);
-        let leftovers: Vec<_> = self.machine.sys().mms().into_iter().filter(|m| !m.is_dead()).collect();
-        if leftovers.is_empty() {
-            // Every mm has exited: free frames must be back at boot count.
-            if let Err(e) = self.machine.check() {
-                panic!("invariant checker after exit: {e}");
-            }
-            let mi = self.machine.meminfo();
-            assert_eq!(mi.page_tables, 0, "page tables leaked after exit");
-            assert_eq!(mi.anon, 0, "anonymous pages leaked after exit");
+        let leftovers: Vec<u64> =
+            self.machine.sys().mms().into_iter().filter(|m| !m.is_dead()).map(|m| m.id()).collect();
+        // A test exits every process it made, so that the leak check below
+        // runs (it can only run with every mm gone).
+        assert!(leftovers.is_empty(), "mms {leftovers:?} outlive the rig: exit them so the leak check can run");
+        // Every mm has exited: free frames must be back at boot count.
+        if let Err(e) = self.machine.check() {
+            panic!("invariant checker after exit: {e}");
         }
+        let mi = self.machine.meminfo();
+        assert_eq!(mi.page_tables, 0, "page tables leaked after exit");
+        assert_eq!(mi.anon, 0, "anonymous pages leaked after exit");
     }
 }
 
