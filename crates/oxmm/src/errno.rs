@@ -33,6 +33,8 @@ pub enum Errno {
     EINVAL = 22,
     /// Too many open files / mappings.
     EMFILE = 24,
+    /// Value too large (a file mapping past the largest file offset).
+    EOVERFLOW = 75,
     /// Operation not supported.
     EOPNOTSUPP = 95,
     /// Try again.
@@ -56,6 +58,7 @@ impl Errno {
             Errno::ENODEV => "ENODEV",
             Errno::EINVAL => "EINVAL",
             Errno::EMFILE => "EMFILE",
+            Errno::EOVERFLOW => "EOVERFLOW",
             Errno::EOPNOTSUPP => "EOPNOTSUPP",
             Errno::EAGAIN => "EAGAIN",
             Errno::ENOSYS => "ENOSYS",
@@ -78,6 +81,7 @@ impl Errno {
             22 => Errno::EINVAL,
             24 => Errno::EMFILE,
             38 => Errno::ENOSYS,
+            75 => Errno::EOVERFLOW,
             95 => Errno::EOPNOTSUPP,
             _ => return None,
         })

@@ -77,6 +77,11 @@ impl MapFlags {
     pub const SYNC: MapFlags = MapFlags(0x80000);
     /// Like `MAP_FIXED` but fail with `EEXIST` rather than replace.
     pub const FIXED_NOREPLACE: MapFlags = MapFlags(0x100000);
+    /// `MAP_DROPPABLE` (a sharing type, anonymous only): private memory the
+    /// kernel may drop under pressure; not inherited by fork.
+    pub const DROPPABLE: MapFlags = MapFlags(0x08);
+    /// `MAP_UNINITIALIZED` (ignored without `CONFIG_MMAP_ALLOW_UNINITIALIZED`).
+    pub const UNINITIALIZED: MapFlags = MapFlags(0x0400_0000);
     /// The mask of the sharing type.
     pub const TYPE_MASK: u32 = 0x0f;
 

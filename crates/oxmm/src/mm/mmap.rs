@@ -12,40 +12,49 @@ use crate::platform::CpuId;
 use crate::tlb::MmuGather;
 use alloc::sync::Arc;
 
-/// Every `MAP_*` bit Linux knows (for `MAP_SHARED_VALIDATE`).
-const KNOWN_FLAGS: u32 = 0x03
-    | 0x10
-    | 0x20
-    | 0x0100
-    | 0x0800
-    | 0x1000
-    | 0x2000
-    | 0x4000
-    | 0x8000
-    | 0x10000
-    | 0x20000
-    | 0x40000
-    | 0x80000
-    | 0x100000;
+/// The flags `MAP_SHARED_VALIDATE` accepts: Linux's `LEGACY_MAP_MASK`
+/// (`MAP_SYNC` only for DAX files, which there are none of here).
+const LEGACY_MAP_MASK: u32 = MapFlags::SHARED.0
+    | MapFlags::PRIVATE.0
+    | MapFlags::FIXED.0
+    | MapFlags::ANONYMOUS.0
+    | MapFlags::DENYWRITE.0
+    | MapFlags::EXECUTABLE.0
+    | MapFlags::UNINITIALIZED.0
+    | MapFlags::GROWSDOWN.0
+    | MapFlags::LOCKED.0
+    | MapFlags::NORESERVE.0
+    | MapFlags::POPULATE.0
+    | MapFlags::NONBLOCK.0
+    | MapFlags::STACK.0
+    | MapFlags::HUGETLB.0;
+
+/// The 2 MiB huge page `MAP_HUGETLB` maps.
+const HUGE: u64 = 2 << 20;
 
 impl Mm {
     /// `mmap(addr, len, prot, flags, -1, 0)` for anonymous memory.
     ///
-    /// Linux's checks, in Linux's order (`ksys_mmap_pgoff`, `do_mmap`,
-    /// `get_unmapped_area`, then the sharing type last): no
-    /// `MAP_ANONYMOUS` → `EBADF` (there is no file descriptor); `len == 0`
-    /// → `EINVAL`; a length that overflows when page-aligned or exceeds the
-    /// address space → `ENOMEM`; `MAP_FIXED` at an unaligned address →
-    /// `EINVAL`, beyond the address space → `ENOMEM`, below
-    /// `mmap_min_addr` → `EPERM`; `MAP_FIXED_NOREPLACE` over a mapping →
-    /// `EEXIST`; no free range → `ENOMEM`; and only then a sharing type
-    /// other than private/shared → `EINVAL` (anonymous
-    /// `MAP_SHARED_VALIDATE` included, as Linux has it). Unknown flag bits
+    /// Linux's checks, in Linux 6.18's order (`ksys_mmap_pgoff`, `do_mmap`,
+    /// `__get_unmapped_area`, the sharing type, then `__mmap_region`'s
+    /// accounting): no `MAP_ANONYMOUS` → `EBADF` (there is no file
+    /// descriptor); `len == 0` → `EINVAL`; a length that overflows when
+    /// page-aligned (huge-page-aligned for `MAP_HUGETLB`) or exceeds the
+    /// address space → `ENOMEM`; `MAP_FIXED` beyond the address space →
+    /// `ENOMEM`, at an unaligned address → `EINVAL`, below `mmap_min_addr`
+    /// → `EPERM`; `MAP_FIXED_NOREPLACE` over a mapping → `EEXIST`; no free
+    /// range → `ENOMEM`; a sharing type other than private, shared or
+    /// droppable → `EINVAL` (anonymous `MAP_SHARED_VALIDATE` included, as
+    /// Linux has it), as is `MAP_GROWSDOWN` on shared memory; and last the
+    /// overcommit charge → `ENOMEM`. A hint is rounded down to a page and
+    /// raised to `mmap_min_addr` (`round_hint_to_min`). Unknown flag bits
     /// are ignored; unknown `prot` bits are ignored too, so `PROT_SEM` or
     /// `0x10` alone give a mapping with no access, as on Linux.
     /// `MAP_SHARED | MAP_ANONYMOUS` is shared anonymous memory (a shmem
-    /// object of the mapping's size); `MAP_HUGETLB` has no huge page pool
-    /// (`ENOMEM`). `MAP_POPULATE` (and `MAP_LOCKED`) prefault every page.
+    /// object of the mapping's size); `MAP_DROPPABLE` private memory that
+    /// fork does not copy (and that oxmm never drops); `MAP_HUGETLB` has
+    /// no huge page pool (`ENOMEM` once its other checks pass).
+    /// `MAP_POPULATE` (and `MAP_LOCKED`) prefault every page.
     pub fn mmap(&self, cpu: CpuId, addr: u64, len: u64, prot: Prot, flags: MapFlags) -> SysResult<VirtAddr> {
         if !flags.contains(MapFlags::ANONYMOUS) {
             return Err(Errno::EBADF);
@@ -55,11 +64,14 @@ impl Mm {
 
     /// `mmap(addr, len, prot, flags, fd, offset)` of a file whose page cache
     /// is `file` (`MAP_ANONYMOUS` is ignored, as Linux ignores the fd when
-    /// it is set — here the file wins). An unaligned offset → `EINVAL`; a
-    /// shared writable mapping of a file that cannot be written → `EACCES`;
-    /// `MAP_SHARED_VALIDATE` with unknown flags → `EOPNOTSUPP`; otherwise
-    /// the checks of [`Mm::mmap`]. A mapping past the end of the file is
-    /// allowed; accesses there get `SIGBUS`.
+    /// it is set — here the file wins). An unaligned offset → `EINVAL`;
+    /// `MAP_HUGETLB` (not a hugetlbfs file) → `EINVAL`; a mapping that would
+    /// end past the largest file offset → `EOVERFLOW`; a shared writable
+    /// mapping of a file that cannot be written → `EACCES`;
+    /// `MAP_SHARED_VALIDATE` with a flag outside `LEGACY_MAP_MASK` →
+    /// `EOPNOTSUPP`; `MAP_GROWSDOWN` → `EINVAL`; otherwise the checks of
+    /// [`Mm::mmap`]. A mapping past the end of the file is allowed;
+    /// accesses there get `SIGBUS`.
     #[allow(clippy::too_many_arguments)] // Linux's six arguments, the mm and the CPU.
     pub fn mmap_file(
         &self,
@@ -86,38 +98,51 @@ impl Mm {
         flags: MapFlags,
         file: Option<(&Arc<PageCache>, u64)>,
     ) -> SysResult<VirtAddr> {
+        // `ksys_mmap_pgoff`: MAP_HUGETLB of a file that is not hugetlbfs.
+        let hugetlb = flags.contains(MapFlags::HUGETLB);
+        if hugetlb && file.is_some() {
+            return Err(Errno::EINVAL);
+        }
         if len == 0 {
             return Err(Errno::EINVAL);
         }
         let prot = Prot(prot.0 & Prot::ALL);
-        let len = page_align(len).filter(|l| *l != 0 && *l <= TASK_SIZE).ok_or(Errno::ENOMEM)?;
         let fixed = flags.contains(MapFlags::FIXED) || flags.contains(MapFlags::FIXED_NOREPLACE);
+        // `round_hint_to_min`: a hint is rounded down to a page, and one
+        // below mmap_min_addr raised to it.
+        let hint = match addr & !(PAGE_SIZE - 1) {
+            h if fixed || h == 0 => h,
+            h => h.max(MMAP_MIN_ADDR),
+        };
+        let align = if hugetlb { HUGE } else { PAGE_SIZE };
+        let len = len.checked_add(align - 1).map(|l| l & !(align - 1)).filter(|l| *l != 0).ok_or(Errno::ENOMEM)?;
+        let pgoff = file.map_or(0, |(_, offset)| offset / PAGE_SIZE);
+        if file.is_some() && pgoff.checked_add(len / PAGE_SIZE).is_none() {
+            return Err(Errno::EOVERFLOW);
+        }
+        // `__get_unmapped_area`: the length, then a fixed address's range,
+        // alignment (a huge page's for hugetlb) and mmap_min_addr.
+        if len > TASK_SIZE {
+            return Err(Errno::ENOMEM);
+        }
         if fixed {
-            if !addr.is_multiple_of(PAGE_SIZE) {
-                return Err(Errno::EINVAL);
-            }
             if addr > TASK_SIZE - len {
                 return Err(Errno::ENOMEM);
+            }
+            if !addr.is_multiple_of(align) {
+                return Err(Errno::EINVAL);
             }
             if addr < MMAP_MIN_ADDR {
                 return Err(Errno::EPERM);
             }
-        }
-        if flags.contains(MapFlags::HUGETLB) {
-            return Err(Errno::ENOMEM);
-        }
-        // Linux's heuristic overcommit (`overcommit_memory=0`): a private
-        // writable mapping larger than all of memory (and swap, of which
-        // there is none) is refused outright, unless MAP_NORESERVE.
-        if prot.writable() && !flags.contains(MapFlags::NORESERVE) && len / PAGE_SIZE > self.sys().phys.total_frames() {
-            return Err(Errno::ENOMEM);
         }
         let typ = flags.0 & MapFlags::TYPE_MASK;
         let mut vflags = vmflags::ANON;
         if flags.contains(MapFlags::LOCKED) {
             vflags |= vmflags::LOCKED;
         }
-        if flags.contains(MapFlags::GROWSDOWN) {
+        let growsdown = flags.contains(MapFlags::GROWSDOWN);
+        if growsdown {
             vflags |= vmflags::GROWSDOWN;
         }
         let mut st = self.write();
@@ -127,31 +152,76 @@ impl Mm {
                 return Err(Errno::EEXIST);
             }
             addr
+        } else if hint >= MMAP_MIN_ADDR && hint <= TASK_SIZE - len && st.vmas.overlapping(hint, hint + len).is_empty() {
+            hint
         } else {
-            let hint = page_align(addr).unwrap_or(0);
-            if hint >= MMAP_MIN_ADDR && hint <= TASK_SIZE - len && st.vmas.overlapping(hint, hint + len).is_empty() {
-                hint
-            } else {
-                st.vmas.find_gap_topdown(len, MMAP_MIN_ADDR, MMAP_BASE).ok_or(Errno::ENOMEM)?
-            }
+            st.vmas.find_gap_topdown(len, MMAP_MIN_ADDR, MMAP_BASE).ok_or(Errno::ENOMEM)?
         };
-        // The sharing type is checked last, as in Linux's `do_mmap`; a file
-        // also accepts MAP_SHARED_VALIDATE (which then validates the flags).
-        let shared = match (typ, file.is_some()) {
-            (t, _) if t == MapFlags::PRIVATE.0 => false,
-            (t, _) if t == MapFlags::SHARED.0 => true,
-            (t, true) if t == MapFlags::SHARED_VALIDATE.0 => {
-                if flags.0 & !KNOWN_FLAGS != 0 {
-                    return Err(Errno::EOPNOTSUPP);
+        // `do_mmap`'s checks of the file and of the sharing type, in its
+        // order (a hugetlb mapping takes the file path: its memory is a
+        // hugetlbfs file).
+        let shared = if let Some((f, _)) = file {
+            // `file_mmap_ok`: the mapping must end below the largest file
+            // offset (`MAX_LFS_FILESIZE`), in Linux's arithmetic.
+            const MAX_LFS_FILESIZE: u64 = i64::MAX as u64;
+            if len > MAX_LFS_FILESIZE || pgoff > (MAX_LFS_FILESIZE - len) >> 12 {
+                return Err(Errno::EOVERFLOW);
+            }
+            let shared = match typ {
+                t if t == MapFlags::PRIVATE.0 => false,
+                t if t == MapFlags::SHARED.0 || t == MapFlags::SHARED_VALIDATE.0 => {
+                    if t == MapFlags::SHARED_VALIDATE.0 && flags.0 & !LEGACY_MAP_MASK != 0 {
+                        return Err(Errno::EOPNOTSUPP);
+                    }
+                    if prot.writable() && !f.writable() {
+                        return Err(Errno::EACCES);
+                    }
+                    true
                 }
-                true
+                _ => return Err(Errno::EINVAL),
+            };
+            if growsdown {
+                return Err(Errno::EINVAL);
             }
-            _ => return Err(Errno::EINVAL),
+            shared
+        } else if hugetlb {
+            if typ != MapFlags::PRIVATE.0 && typ != MapFlags::SHARED.0 && typ != MapFlags::SHARED_VALIDATE.0 {
+                return Err(Errno::EINVAL);
+            }
+            if growsdown {
+                return Err(Errno::EINVAL);
+            }
+            // The pool is empty (no `nr_hugepages`): the reservation fails.
+            return Err(Errno::ENOMEM);
+        } else {
+            match typ {
+                t if t == MapFlags::PRIVATE.0 => false,
+                t if t == MapFlags::SHARED.0 => {
+                    if growsdown {
+                        return Err(Errno::EINVAL);
+                    }
+                    true
+                }
+                t if t == MapFlags::DROPPABLE.0 => {
+                    // Private memory the kernel may drop (oxmm never does,
+                    // which the contract allows) and a child does not see.
+                    if flags.contains(MapFlags::LOCKED) || growsdown {
+                        return Err(Errno::EINVAL);
+                    }
+                    vflags |= vmflags::WIPEONFORK | vmflags::DONTDUMP;
+                    false
+                }
+                _ => return Err(Errno::EINVAL),
+            }
         };
-        if let Some((f, _)) = file {
-            if shared && prot.writable() && !f.writable() {
-                return Err(Errno::EACCES);
-            }
+        // Linux's heuristic overcommit (`overcommit_memory=0`), charged in
+        // `__mmap_region` (private writable memory) and by shmem for shared
+        // anonymous memory whatever its protection: more than all of memory
+        // (and swap, of which there is none) is refused outright, unless
+        // MAP_NORESERVE.
+        let accountable = (prot.writable() && !shared) || (shared && file.is_none());
+        if accountable && !flags.contains(MapFlags::NORESERVE) && len / PAGE_SIZE > self.sys().phys.total_frames() {
+            return Err(Errno::ENOMEM);
         }
         if fixed {
             self.unmap_locked(&mut st, cpu, addr, addr + len);
