@@ -174,3 +174,16 @@ fn hugetlb_checks_its_type_and_alignment_before_failing_its_reservation() {
     let c = file(&rig);
     assert_eq!(rig.cpu.mmap_file(0, PAGE, RO, MapFlags::PRIVATE.union(MapFlags::HUGETLB), &c, 0), Err(Errno::EINVAL));
 }
+
+/// `brk` shrinks only over a mapping (`vma_find(newbrk, oldbrk)`): with the
+/// heap unmapped, the break stays where it was, and growing works again.
+#[test]
+fn brk_does_not_shrink_over_an_unmapped_heap() {
+    let mut rig = Rig::new();
+    let b = rig.cpu.brk(0).unwrap();
+    assert_eq!(rig.cpu.brk(b + 4 * PAGE).unwrap(), b + 4 * PAGE);
+    rig.cpu.munmap(b, 4 * PAGE).unwrap();
+    assert_eq!(rig.cpu.brk(b).unwrap(), b + 4 * PAGE, "refused");
+    assert_eq!(rig.cpu.brk(b + 8 * PAGE).unwrap(), b + 8 * PAGE);
+    rig.cpu.write_u8(va(b + 7 * PAGE), 1).unwrap();
+}

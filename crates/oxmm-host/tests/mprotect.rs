@@ -184,3 +184,103 @@ fn read_only_over_many_page_tables() {
     }
     rig.assert_write_segv(p + (len - 1));
 }
+
+/// mprotect against this machine's Linux 6.18, in `do_mprotect_pkey`'s
+/// order (C programs run while reviewing, 2026-12-01).
+mod as_linux {
+    use super::*;
+    use oxmm::errno::{Errno, SysResult};
+    use oxmm::mm::MapFlags;
+    use oxmm::pagecache::{FileSource, PageCache};
+    use std::sync::Arc;
+
+    const PROT_GROWSDOWN: u32 = 0x0100_0000;
+    const PROT_GROWSUP: u32 = 0x0200_0000;
+
+    /// A read-only file of zero pages.
+    struct ReadOnly;
+
+    impl FileSource for ReadOnly {
+        fn size(&self) -> u64 {
+            2 * 4096
+        }
+        fn writable(&self) -> bool {
+            false
+        }
+        fn read_page(&self, _index: u64, buf: &mut [u8]) -> SysResult<()> {
+            buf.fill(0);
+            Ok(())
+        }
+        fn write_page(&self, _index: u64, _buf: &[u8]) -> SysResult<()> {
+            Err(Errno::EBADF)
+        }
+    }
+
+    fn read_only_file(rig: &Rig) -> Arc<PageCache> {
+        rig.machine.sys().open_file(Arc::new(ReadOnly))
+    }
+
+    /// `PROT_GROWSDOWN` needs a `MAP_GROWSDOWN` mapping, and `PROT_GROWSUP`
+    /// is EINVAL on x86 (ENOMEM over a hole): nothing changes.
+    #[test]
+    fn grows_bits_on_an_ordinary_mapping_are_einval() {
+        let mut rig = Rig::new();
+        let g = rig.map(4 * PAGE, Prot::RW).as_u64();
+        rig.cpu.munmap(g + 3 * PAGE, PAGE).unwrap();
+        assert_eq!(rig.cpu.mprotect(g, PAGE, Prot(1 | PROT_GROWSDOWN)), Err(Errno::EINVAL));
+        assert_eq!(rig.cpu.mprotect(g, PAGE, Prot(1 | PROT_GROWSUP)), Err(Errno::EINVAL));
+        assert_eq!(rig.cpu.mprotect(g + 3 * PAGE, PAGE, Prot(1 | PROT_GROWSUP)), Err(Errno::ENOMEM));
+        rig.cpu.write_u8(va(g), 1).expect("still writable");
+    }
+
+    /// `PROT_GROWSDOWN` on the last page of a `MAP_GROWSDOWN` mapping
+    /// changes the whole mapping (the range starts at the mapping's start).
+    #[test]
+    fn growsdown_extends_the_range_to_the_start_of_the_mapping() {
+        let mut rig = Rig::new();
+        let g = rig.cpu.mmap(0, 4 * PAGE, Prot::READ, ANON.union(MapFlags::GROWSDOWN)).unwrap().as_u64();
+        rig.cpu.mprotect(g + 3 * PAGE, PAGE, Prot(3 | PROT_GROWSDOWN)).unwrap();
+        rig.cpu.write_u8(va(g), 1).expect("the first page became writable too");
+    }
+
+    /// Write access to a shared mapping of a file opened read-only is
+    /// EACCES (no VM_MAYWRITE); over [anonymous][that file][anonymous] the
+    /// first mapping has changed by then and the third has not.
+    #[test]
+    fn write_to_a_shared_mapping_of_a_read_only_file_is_eacces() {
+        let mut rig = Rig::new();
+        let c = read_only_file(&rig);
+        let s = rig.cpu.mmap_file(0, PAGE, Prot::READ, MapFlags::SHARED, &c, 0).unwrap().as_u64();
+        assert_eq!(rig.cpu.mprotect(s, PAGE, Prot::RW), Err(Errno::EACCES));
+        rig.assert_write_segv(va(s));
+        let a = rig.map(3 * PAGE, Prot::RW).as_u64();
+        rig.cpu.mmap_file(a + PAGE, PAGE, Prot::READ, MapFlags::SHARED.union(MapFlags::FIXED), &c, 0).unwrap();
+        rig.cpu.mprotect(a, 3 * PAGE, Prot::READ).unwrap();
+        assert_eq!(rig.cpu.mprotect(a, 3 * PAGE, Prot::RW), Err(Errno::EACCES));
+        rig.cpu.write_u8(va(a), 1).expect("the mapping before the file became writable");
+        rig.assert_write_segv(va(a + 2 * PAGE));
+        // A private mapping of the same file may be written (copy-on-write).
+        let p = rig.cpu.mmap_file(0, PAGE, Prot::READ, MapFlags::PRIVATE, &c, 0).unwrap().as_u64();
+        rig.cpu.mprotect(p, PAGE, Prot::RW).unwrap();
+        rig.cpu.write_u8(va(p), 1).unwrap();
+    }
+
+    /// A locked private mapping made writable is populated for writing
+    /// (`mprotect_fixup` → `populate_vma_page_range`): from PROT_NONE its
+    /// pages become resident, from PROT_READ (the zero page) they are
+    /// copied.
+    #[test]
+    fn a_locked_private_mapping_made_writable_is_populated() {
+        let mut rig = Rig::new();
+        let locked = ANON.union(MapFlags::LOCKED);
+        let a = rig.cpu.mmap(0, 4 * PAGE, Prot::NONE, locked).unwrap().as_u64();
+        assert_eq!(rig.cpu.mincore_count(a, 4 * PAGE).unwrap(), 0);
+        rig.cpu.mprotect(a, 4 * PAGE, Prot::RW).unwrap();
+        assert_eq!(rig.cpu.mincore_count(a, 4 * PAGE).unwrap(), 4);
+        assert_eq!(rig.rss_anon(), 4);
+        let b = rig.cpu.mmap(0, 4 * PAGE, Prot::READ, locked).unwrap().as_u64();
+        assert_eq!(rig.cpu.mincore_count(b, 4 * PAGE).unwrap(), 4, "the zero page");
+        rig.cpu.mprotect(b, 4 * PAGE, Prot::RW).unwrap();
+        assert_eq!(rig.rss_anon(), 8, "copied from the zero page");
+    }
+}

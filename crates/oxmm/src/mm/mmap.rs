@@ -281,7 +281,7 @@ impl Mm {
 
     /// Fault in every page of `[start, end)` (failures are ignored, as
     /// Linux ignores them for `MAP_POPULATE`).
-    fn populate(&self, cpu: CpuId, start: u64, end: u64, prot: Prot, shared: bool) {
+    pub(crate) fn populate(&self, cpu: CpuId, start: u64, end: u64, prot: Prot, shared: bool) {
         if !prot.readable() {
             return;
         }
@@ -345,6 +345,11 @@ impl Mm {
             return new;
         }
         if newbrk < oldbrk {
+            // Linux's `brk` shrinks only over a mapping (`vma_find(newbrk,
+            // oldbrk)`): with the heap unmapped, the break stays.
+            if st.vmas.overlapping(newbrk, oldbrk).is_empty() {
+                return st.brk;
+            }
             self.unmap_locked(&mut st, cpu, newbrk, oldbrk);
             st.brk = new;
             return new;

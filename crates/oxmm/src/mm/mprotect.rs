@@ -1,6 +1,6 @@
 //! mprotect: change the protection of a range, VMAs and PTEs together.
 
-use super::vma::Vma;
+use super::vma::vmflags;
 use super::{page_align, Mm};
 use crate::addr::{Pfn, VirtAddr, PAGE_SIZE};
 use crate::arch::{cas_entry, load_entry, Pte};
@@ -43,12 +43,21 @@ pub(crate) fn leaf_bits(sys: &System, prot: Prot, pfn: Pfn, old: Pte) -> Pte {
 }
 
 impl Mm {
-    /// `mprotect(addr, len, prot)`.
+    /// `mprotect(addr, len, prot)`, in the order of Linux 6.18's
+    /// `do_mprotect_pkey`.
     ///
-    /// `EINVAL` for an unaligned address, unknown `prot` bits, or both
-    /// `PROT_GROWSDOWN` and `PROT_GROWSUP`; a zero length succeeds; an
-    /// overflowing range or one that is not wholly mapped → `ENOMEM`, with
-    /// the VMAs before the first hole changed (as Linux leaves them).
+    /// `EINVAL` for both `PROT_GROWSDOWN` and `PROT_GROWSUP`, an unaligned
+    /// address, or unknown `prot` bits; a zero length succeeds; an
+    /// overflowing range → `ENOMEM`, as is one whose start is not mapped.
+    /// `PROT_GROWSDOWN` extends the range down to the start of its first
+    /// mapping, which must be `MAP_GROWSDOWN` (`EINVAL`); `PROT_GROWSUP` is
+    /// `EINVAL` (x86 has no upward-growing mappings). Then mapping by
+    /// mapping: write access to a shared mapping of a file that cannot be
+    /// written → `EACCES` (no `VM_MAYWRITE`), and a hole → `ENOMEM`; the
+    /// mappings before either keep their new protection, as Linux leaves
+    /// them. A locked private mapping made writable is populated for
+    /// writing, as `mprotect_fixup` does (so its pages stay resident and
+    /// their copy-on-write is broken now, not at the next write).
     pub fn mprotect(&self, cpu: CpuId, addr: u64, len: u64, prot: Prot) -> SysResult<()> {
         let grows = prot.0 & (PROT_GROWSDOWN | PROT_GROWSUP);
         if grows == PROT_GROWSDOWN | PROT_GROWSUP {
@@ -69,28 +78,58 @@ impl Mm {
         let prot = Prot(prot_bits & Prot::ALL);
         let mut st = self.write();
         st.live()?;
-        // The VMAs from `addr` up to the first hole.
-        let mut segs: alloc::vec::Vec<Vma> = alloc::vec::Vec::new();
-        let mut at = addr;
-        for v in st.vmas.overlapping(addr, end) {
+        let first = *st.vmas.find_from(addr).filter(|v| v.start < end).ok_or(Errno::ENOMEM)?;
+        let mut start = addr;
+        if grows == PROT_GROWSDOWN {
+            start = first.start;
+            if first.flags & vmflags::GROWSDOWN == 0 {
+                return Err(Errno::EINVAL);
+            }
+        } else {
+            if first.start > start {
+                return Err(Errno::ENOMEM);
+            }
+            if grows == PROT_GROWSUP {
+                // Linux would extend to the mapping's end, if it grew up.
+                return Err(Errno::EINVAL);
+            }
+        }
+        // The mappings from `start` up to the first hole or the first one
+        // that may not take the protection.
+        let mut at = start;
+        let mut error = None;
+        let mut populate = alloc::vec::Vec::new();
+        for v in st.vmas.overlapping(start, end) {
             if v.start > at {
+                error = Some(Errno::ENOMEM);
                 break;
             }
-            segs.push(v);
-            at = v.end;
+            let may_write = !(v.is_shared() && st.files.get(&v.file).is_some_and(|c| !c.writable()));
+            if prot.writable() && !may_write {
+                error = Some(Errno::EACCES);
+                break;
+            }
+            let (s, e) = (at, v.end.min(end));
+            if v.flags & (vmflags::LOCKED | vmflags::SHARED) == vmflags::LOCKED && !v.prot.writable() && prot.writable()
+            {
+                populate.push((s, e));
+            }
+            at = e;
         }
-        let covered_to = at.min(end);
-        if covered_to > addr {
-            st.vmas.modify_range(addr, covered_to, |v| v.prot = prot);
+        if at < end && error.is_none() {
+            error = Some(Errno::ENOMEM);
+        }
+        if at > start {
+            st.vmas.modify_range(start, at, |v| v.prot = prot);
             let mut g = MmuGather::new(self.sys(), cpu, self.id());
-            change_protection(self, &mut g, addr, covered_to, prot);
+            change_protection(self, &mut g, start, at, prot);
             g.finish(self.cpumask());
         }
         drop(st);
-        if covered_to < end {
-            return Err(Errno::ENOMEM);
+        for (s, e) in populate {
+            self.populate(cpu, s, e, prot, false);
         }
-        Ok(())
+        error.map_or(Ok(()), Err)
     }
 }
 
