@@ -322,3 +322,43 @@ fn brk_does_not_grow_into_a_mapping() {
     assert_eq!(rig.cpu.brk(b0 + 3 * PAGE).unwrap(), b0 + 3 * PAGE);
     assert_eq!(rig.cpu.brk(b0 + 4 * PAGE).unwrap(), b0 + 3 * PAGE);
 }
+
+mod reviewed_syscalls_b {
+    //! msync and mincore differences found by the 2026 system-call review,
+    //! each checked with a C program on Linux 6.18
+    //! (/tmp/review_syscalls/t2.c and t4.c).
+    use super::*;
+
+    const MS_SYNC: u32 = oxmm::mm::msync::MS_SYNC;
+
+    /// Linux's msync rounds the length with `len = (len + ~PAGE_MASK) &
+    /// PAGE_MASK` in wrapping arithmetic: msync(p, (size_t)-1, MS_SYNC)
+    /// and msync(p, -4095, MS_SYNC) round to 0 and return 0 (`end ==
+    /// start`); msync(p, -4096) is ENOMEM (the end wraps below the start);
+    /// bad flags or an unaligned address are still EINVAL first. Checked
+    /// with a C program on Linux 6.18.
+    #[test]
+    fn msync_length_that_rounds_to_zero_succeeds() {
+        let mut rig = Rig::new();
+        let p = rig.map(PAGE, Prot::RW).as_u64();
+        assert_eq!(rig.cpu.msync(p, u64::MAX, MS_SYNC), Ok(()), "len -1");
+        assert_eq!(rig.cpu.msync(p, u64::MAX - 4094, MS_SYNC), Ok(()), "len -4095");
+        assert_eq!(rig.cpu.msync(p, u64::MAX - 4095, MS_SYNC), Err(Errno::ENOMEM), "len -4096");
+        assert_eq!(rig.cpu.msync(p, u64::MAX, 8), Err(Errno::EINVAL), "len -1, flags 8");
+        assert_eq!(rig.cpu.msync(p + 1, u64::MAX, MS_SYNC), Err(Errno::EINVAL), "unaligned, len -1");
+    }
+
+    /// Linux's mincore checks the address's alignment (EINVAL), then the
+    /// range (`access_ok`: ENOMEM), before it looks at the result vector:
+    /// mincore(p+1, 1<<50) and mincore(p+1, -1) are EINVAL, mincore(p, -1)
+    /// is ENOMEM. Checked with a C program on Linux 6.18.
+    #[test]
+    fn mincore_unaligned_address_is_einval_whatever_the_length() {
+        let mut rig = Rig::new();
+        let p = rig.map(PAGE, RO).as_u64();
+        assert_eq!(rig.cpu.mincore(p + 1, 1 << 50), Err(Errno::EINVAL), "mincore(p+1, 1<<50)");
+        assert_eq!(rig.cpu.mincore(p + 1, u64::MAX), Err(Errno::EINVAL), "mincore(p+1, -1)");
+        assert_eq!(rig.cpu.mincore(p, u64::MAX), Err(Errno::ENOMEM), "mincore(p, -1)");
+        assert_eq!(rig.cpu.mincore(p, 1 << 50), Err(Errno::ENOMEM), "mincore(p, 1<<50)");
+    }
+}

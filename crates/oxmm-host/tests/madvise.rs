@@ -241,3 +241,183 @@ mod populate {
         }
     }
 }
+
+mod per_vma {
+    //! Advice is applied VMA by VMA (Linux's `madvise_walk_vmas`), each VMA
+    //! checked on its own: the first one that refuses the advice ends the
+    //! call, the ones before it keeping what was done. Every case was
+    //! checked with a C program on Linux 6.18 (the 2026 system-call review,
+    //! /tmp/review_syscalls/t2.c, and its follow-up).
+    use std::sync::Arc;
+
+    use super::*;
+    use oxmm::errno::SysResult;
+    use oxmm::mm::MapFlags;
+    use oxmm::pagecache::{FileSource, PageCache};
+
+    const DONTNEED_LOCKED: u32 = Advice::DontNeedLocked as u32;
+    const FREE: u32 = Advice::Free as u32;
+    const COLD: u32 = Advice::Cold as u32;
+    const PAGEOUT: u32 = Advice::PageOut as u32;
+    const WILLNEED: u32 = Advice::WillNeed as u32;
+    const COLLAPSE: u32 = Advice::Collapse as u32;
+    const WIPEONFORK: u32 = Advice::WipeOnFork as u32;
+    const KEEPONFORK: u32 = Advice::KeepOnFork as u32;
+    const NOHUGEPAGE: u32 = Advice::NoHugePage as u32;
+    const LOCKED: MapFlags = MapFlags(ANON.0 | MapFlags::LOCKED.0);
+    const SHARED_ANON: MapFlags = MapFlags(MapFlags::SHARED.0 | MapFlags::ANONYMOUS.0);
+    const HPAGE: u64 = 2 << 20;
+
+    /// A file of zeroes, kept in memory.
+    struct Zeroes(u64);
+
+    impl FileSource for Zeroes {
+        fn size(&self) -> u64 {
+            self.0 * PAGE
+        }
+        fn writable(&self) -> bool {
+            true
+        }
+        fn read_page(&self, _index: u64, buf: &mut [u8]) -> SysResult<()> {
+            buf.fill(0);
+            Ok(())
+        }
+        fn write_page(&self, _index: u64, _buf: &[u8]) -> SysResult<()> {
+            Ok(())
+        }
+    }
+
+    fn file(rig: &Rig, pages: u64) -> Arc<PageCache> {
+        rig.machine.sys().open_file(Arc::new(Zeroes(pages)))
+    }
+
+    /// Linux: over [normal page = 7][MAP_LOCKED page = 8], MADV_DONTNEED is
+    /// EINVAL and the normal page reads 0 afterwards, the locked one 8:
+    /// `madvise_walk_vmas` zaps the first VMA, then stops at the locked one
+    /// (`madvise_dontneed_free_valid_vma`). MADV_DONTNEED_LOCKED then zaps
+    /// both. Checked with a C program on Linux 6.18.
+    #[test]
+    fn dontneed_zaps_the_vmas_before_a_locked_one() {
+        let mut rig = Rig::new();
+        let x = rig.map(2 * PAGE, Prot::RW).as_u64();
+        rig.cpu.mmap(x + PAGE, PAGE, Prot::RW, LOCKED.union(MapFlags::FIXED)).unwrap();
+        rig.cpu.write_u8(va(x), 7).unwrap();
+        rig.cpu.write_u8(va(x + PAGE), 8).unwrap();
+        assert_eq!(rig.cpu.madvise(x, 2 * PAGE, DONTNEED), Err(Errno::EINVAL));
+        assert_eq!(rig.cpu.read_u8(va(x)).unwrap(), 0, "the VMA before the locked one is zapped");
+        assert_eq!(rig.cpu.read_u8(va(x + PAGE)).unwrap(), 8, "the locked VMA is not");
+        assert_eq!(rig.cpu.madvise(x, 2 * PAGE, DONTNEED_LOCKED), Ok(()));
+        assert_eq!(rig.cpu.read_u8(va(x + PAGE)).unwrap(), 0);
+        rig.check();
+    }
+
+    /// Linux: MADV_WIPEONFORK on shared anonymous memory or on a private
+    /// file mapping is EINVAL (`madvise_vma_behavior`: only anonymous
+    /// memory, and shared anonymous memory has a `vm_file`); MADV_KEEPONFORK
+    /// there is fine. Over [private anon][shared anon] it is EINVAL with
+    /// the first VMA marked `wf` in smaps. Checked with a C program on
+    /// Linux 6.18.
+    #[test]
+    fn wipeonfork_on_shared_or_file_mappings_is_einval() {
+        let mut rig = Rig::new();
+        let sa = rig.cpu.mmap(0, PAGE, Prot::RW, SHARED_ANON).unwrap().as_u64();
+        assert_eq!(rig.cpu.madvise(sa, PAGE, WIPEONFORK), Err(Errno::EINVAL));
+        assert_eq!(rig.cpu.madvise(sa, PAGE, KEEPONFORK), Ok(()));
+        let c = file(&rig, 2);
+        let fp = rig.cpu.mmap_file(0, PAGE, Prot::RW, MapFlags::PRIVATE, &c, 0).unwrap().as_u64();
+        assert_eq!(rig.cpu.madvise(fp, PAGE, WIPEONFORK), Err(Errno::EINVAL));
+        let w = rig.map(2 * PAGE, Prot::RW).as_u64();
+        rig.cpu.mmap(w + PAGE, PAGE, Prot::RW, SHARED_ANON.union(MapFlags::FIXED)).unwrap();
+        rig.cpu.write_u8(va(w), 5).unwrap();
+        rig.cpu.write_u8(va(w + PAGE), 6).unwrap();
+        assert_eq!(rig.cpu.madvise(w, 2 * PAGE, WIPEONFORK), Err(Errno::EINVAL));
+        // The private VMA did become wipe-on-fork: a child sees zero there,
+        // and the shared page as it is.
+        let p = rig.proc.clone();
+        let child = rig.cpu.fork(&p).unwrap();
+        rig.cpu.switch_to(&child);
+        let (wiped, shared) = (rig.cpu.read_u8(va(w)).unwrap(), rig.cpu.read_u8(va(w + PAGE)).unwrap());
+        rig.cpu.switch_to(&p);
+        rig.cpu.exit_process(child);
+        assert_eq!((wiped, shared), (0, 6));
+        assert_eq!(rig.cpu.read_u8(va(w)).unwrap(), 5, "the parent keeps its data");
+    }
+
+    /// Linux's per-VMA checks for the advice oxmm does nothing for:
+    /// MADV_FREE on a locked VMA (`madvise_dontneed_free_valid_vma`) or a
+    /// non-anonymous one, shared anonymous memory included
+    /// (`madvise_free_single_vma`) → EINVAL; MADV_COLD and MADV_PAGEOUT on
+    /// a locked VMA (`can_madv_lru_vma`) → EINVAL, on shared or file
+    /// mappings fine; MADV_WILLNEED refuses nothing. Over
+    /// [hole][anon][locked], FREE/COLD/PAGEOUT are EINVAL (the locked VMA's
+    /// error wins over the hole's ENOMEM), WILLNEED is ENOMEM. Checked with
+    /// a C program on Linux 6.18.
+    #[test]
+    fn lru_and_free_advice_on_locked_or_non_anonymous_is_einval() {
+        let mut rig = Rig::new();
+        let l = rig.cpu.mmap(0, PAGE, Prot::RW, LOCKED).unwrap().as_u64();
+        for adv in [FREE, COLD, PAGEOUT] {
+            assert_eq!(rig.cpu.madvise(l, PAGE, adv), Err(Errno::EINVAL), "advice {adv} on a locked mapping");
+        }
+        assert_eq!(rig.cpu.madvise(l, PAGE, WILLNEED), Ok(()));
+        let sa = rig.cpu.mmap(0, PAGE, Prot::RW, SHARED_ANON).unwrap().as_u64();
+        let c = file(&rig, 2);
+        let fp = rig.cpu.mmap_file(0, PAGE, Prot::RW, MapFlags::PRIVATE, &c, 0).unwrap().as_u64();
+        let fs = rig.cpu.mmap_file(0, PAGE, Prot::RW, MapFlags::SHARED, &c, 0).unwrap().as_u64();
+        for (a, what) in [(sa, "shared anon"), (fp, "private file"), (fs, "shared file")] {
+            assert_eq!(rig.cpu.madvise(a, PAGE, FREE), Err(Errno::EINVAL), "MADV_FREE on {what}");
+            for adv in [COLD, PAGEOUT, WILLNEED] {
+                assert_eq!(rig.cpu.madvise(a, PAGE, adv), Ok(()), "advice {adv} on {what}");
+            }
+        }
+        let a = rig.map(PAGE, Prot::RW).as_u64();
+        for adv in [FREE, COLD, PAGEOUT, WILLNEED] {
+            assert_eq!(rig.cpu.madvise(a, PAGE, adv), Ok(()), "advice {adv} on private anon");
+        }
+        let x = rig.map(3 * PAGE, Prot::RW).as_u64();
+        rig.cpu.mmap(x + 2 * PAGE, PAGE, Prot::RW, LOCKED.union(MapFlags::FIXED)).unwrap();
+        rig.cpu.munmap(x, PAGE).unwrap();
+        for adv in [FREE, COLD, PAGEOUT] {
+            assert_eq!(rig.cpu.madvise(x, 3 * PAGE, adv), Err(Errno::EINVAL), "advice {adv} over [hole][anon][locked]");
+        }
+        assert_eq!(rig.cpu.madvise(x, 3 * PAGE, WILLNEED), Err(Errno::ENOMEM));
+    }
+
+    /// Linux's MADV_COLLAPSE refuses, before collapsing anything
+    /// (`madvise_collapse`, `thp_vma_allowable_order`), a VMA that holds no
+    /// 2 MiB-aligned 2 MiB block (so a one-page mapping, locked or not, is
+    /// EINVAL), a MADV_NOHUGEPAGE VMA, a regular file, and shmem not at a
+    /// 2 MiB-aligned offset; a locked VMA is fine. Within a VMA, a range
+    /// with its start rounded up to 2 MiB past its end rounded down is
+    /// EINVAL; equal (no block to collapse) is success. Checked with a C
+    /// program on Linux 6.18 (8 MiB mappings at 2 MiB-aligned addresses,
+    /// one page written).
+    #[test]
+    fn collapse_refuses_the_vmas_and_ranges_linux_refuses() {
+        let mut rig = Rig::new();
+        let one = rig.map(PAGE, Prot::RW).as_u64();
+        assert_eq!(rig.cpu.madvise(one, PAGE, COLLAPSE), Err(Errno::EINVAL), "one-page VMA");
+        let l = rig.cpu.mmap(0, PAGE, Prot::RW, LOCKED).unwrap().as_u64();
+        assert_eq!(rig.cpu.madvise(l, PAGE, COLLAPSE), Err(Errno::EINVAL), "one-page locked VMA");
+        let b = 0x3000_0000_0000u64;
+        rig.cpu.mmap(b, 4 * HPAGE, Prot::RW, ANON.union(MapFlags::FIXED)).unwrap();
+        rig.cpu.write_u8(va(b), 1).unwrap();
+        assert_eq!(rig.cpu.madvise(b, PAGE, COLLAPSE), Ok(()), "first page: hstart == hend");
+        assert_eq!(rig.cpu.madvise(b + PAGE, PAGE, COLLAPSE), Err(Errno::EINVAL), "page at +4K: hstart > hend");
+        assert_eq!(rig.cpu.madvise(b + PAGE, HPAGE - PAGE, COLLAPSE), Ok(()), "[4K, 2M)");
+        assert_eq!(rig.cpu.madvise(b + HPAGE / 2, HPAGE, COLLAPSE), Ok(()), "[1M, 3M)");
+        assert_eq!(rig.cpu.madvise(b, 4 * HPAGE, NOHUGEPAGE), Ok(()));
+        assert_eq!(rig.cpu.madvise(b, PAGE, COLLAPSE), Err(Errno::EINVAL), "MADV_NOHUGEPAGE");
+        rig.cpu.mmap(b, 4 * HPAGE, Prot::RW, LOCKED.union(MapFlags::FIXED)).unwrap();
+        assert_eq!(rig.cpu.madvise(b, PAGE, COLLAPSE), Ok(()), "locked 8 MiB, first page");
+        rig.cpu.mmap(b, 4 * HPAGE, Prot::RW, SHARED_ANON.union(MapFlags::FIXED)).unwrap();
+        assert_eq!(rig.cpu.madvise(b, PAGE, COLLAPSE), Ok(()), "shared anon, first page");
+        assert_eq!(rig.cpu.madvise(b + PAGE, PAGE, COLLAPSE), Err(Errno::EINVAL), "shared anon, page at +4K");
+        let sa = rig.cpu.mmap(0, PAGE, Prot::RW, SHARED_ANON).unwrap().as_u64();
+        assert_eq!(rig.cpu.madvise(sa, PAGE, COLLAPSE), Err(Errno::EINVAL), "one-page shared anon VMA");
+        let c = file(&rig, 4 * HPAGE / PAGE);
+        rig.cpu.mmap_file(b, 4 * HPAGE, Prot::RW, MapFlags::PRIVATE.union(MapFlags::FIXED), &c, 0).unwrap();
+        assert_eq!(rig.cpu.madvise(b, PAGE, COLLAPSE), Err(Errno::EINVAL), "private file mapping");
+        rig.check();
+    }
+}

@@ -1,6 +1,8 @@
 //! madvise.
 
-use super::vma::vmflags;
+use alloc::vec::Vec;
+
+use super::vma::{vmflags, Vma};
 use super::{page_align, zap, Mm};
 use crate::addr::{VirtAddr, PAGE_SIZE};
 use crate::errno::{Errno, SysResult};
@@ -13,17 +15,22 @@ impl Mm {
     /// `madvise(addr, len, advice)`.
     ///
     /// `EINVAL` for unknown advice, an unaligned address or an overflowing
-    /// length; a zero length succeeds; a range with unmapped parts is
-    /// advised where mapped and then fails with `ENOMEM`, as on Linux.
+    /// length; a zero length succeeds. The range is advised VMA by VMA, as
+    /// Linux's `madvise_walk_vmas` does: the first VMA that refuses the
+    /// advice ends the call with its error, the VMAs before it keeping what
+    /// was done to them; a range with unmapped parts is advised where
+    /// mapped and then fails with `ENOMEM`.
     /// `MADV_DONTNEED` zaps the range (private anonymous pages read back as
     /// zeroes), under the mmap read lock as Linux does; `MADV_DONTNEED` on a
     /// locked VMA → `EINVAL`. `MADV_RANDOM`/`SEQUENTIAL`/`NORMAL` and the
     /// huge-page hints set VMA flags (random turns prefault off).
-    /// The fork and dump hints set VMA flags for fork to honour;
+    /// The fork and dump hints set VMA flags for fork to honour
+    /// (`WIPEONFORK` on a shared or file mapping → `EINVAL`);
     /// `POPULATE_READ`/`WRITE` fault the range in. `WILLNEED`, `COLD`,
     /// `PAGEOUT`, `FREE` and `COLLAPSE` have nothing to act on until swap,
-    /// reclaim and huge pages exist, and succeed. `REMOVE` gives Linux's
-    /// errors but punches no hole yet (see `remove`).
+    /// reclaim and huge pages exist: they do nothing, but refuse the VMAs
+    /// Linux refuses (see `check_lazy`). `REMOVE` gives Linux's errors but
+    /// punches no hole yet (see `remove`).
     pub fn madvise(&self, cpu: CpuId, addr: u64, len: u64, advice: u32) -> SysResult<()> {
         let adv = Advice::from_raw(advice).ok_or(Errno::EINVAL)?;
         if !addr.is_multiple_of(PAGE_SIZE) {
@@ -60,21 +67,24 @@ impl Mm {
             Advice::WillNeed | Advice::Cold | Advice::PageOut | Advice::Free | Advice::Collapse => {
                 let st = self.read(cpu);
                 st.live()?;
-                return if st.vmas.covers(addr, end) { Ok(()) } else { Err(Errno::ENOMEM) };
+                return walk_vmas(st.vmas.overlapping(addr, end), addr, end, |v, s, e| {
+                    let shmem = st.files.get(&v.file).map(|c| c.is_shmem());
+                    check_lazy(adv, v, shmem, s, e)
+                });
             }
         };
         let mut st = self.write();
         st.live()?;
-        let covered = st.vmas.covers(addr, end);
-        for v in st.vmas.overlapping(addr, end) {
-            let (s, e) = (v.start.max(addr), v.end.min(end));
+        walk_vmas(st.vmas.overlapping(addr, end), addr, end, |v, s, e| {
+            // `madvise_vma_behavior`: MADV_WIPEONFORK is only for
+            // anonymous memory, and shared anonymous memory is shmem there
+            // (it has a `vm_file`).
+            if adv == Advice::WipeOnFork && (v.file != 0 || v.is_shared()) {
+                return Err(Errno::EINVAL);
+            }
             st.vmas.modify_range(s, e, |v| v.flags = (v.flags | set) & !clear);
-        }
-        if covered {
             Ok(())
-        } else {
-            Err(Errno::ENOMEM)
-        }
+        })
     }
 
     /// `MADV_POPULATE_READ`/`WRITE`: fault every page in, VMA by VMA as
@@ -141,22 +151,104 @@ impl Mm {
         Err(Errno::EOPNOTSUPP)
     }
 
+    /// `MADV_DONTNEED`(`_LOCKED`), VMA by VMA as Linux's
+    /// `madvise_walk_vmas`: a locked VMA (for plain `DONTNEED`,
+    /// `madvise_dontneed_free_valid_vma`) ends the call with `EINVAL`, the
+    /// VMAs before it already zapped.
     fn dontneed(&self, cpu: CpuId, addr: u64, end: u64, locked_too: bool) -> SysResult<()> {
         let st = self.read(cpu);
         st.live()?;
-        let vmas = st.vmas.overlapping(addr, end);
-        if !locked_too && vmas.iter().any(|v| v.flags & vmflags::LOCKED != 0) {
-            return Err(Errno::EINVAL);
-        }
         let mut g = MmuGather::new(self.sys(), cpu, self.id());
-        for v in &vmas {
-            zap::zap_range(self, &mut g, v.start.max(addr), v.end.min(end));
-        }
-        g.finish(self.cpumask());
-        if st.vmas.covers(addr, end) {
+        let r = walk_vmas(st.vmas.overlapping(addr, end), addr, end, |v, s, e| {
+            if !locked_too && v.flags & vmflags::LOCKED != 0 {
+                return Err(Errno::EINVAL);
+            }
+            zap::zap_range(self, &mut g, s, e);
             Ok(())
-        } else {
-            Err(Errno::ENOMEM)
-        }
+        });
+        // What was zapped before a failure is flushed all the same.
+        g.finish(self.cpumask());
+        r
     }
+}
+
+/// Linux's `madvise_walk_vmas`: `visit` each VMA of `vmas` (those
+/// overlapping `[addr, end)`, in order) with its part of the range; the
+/// first error is returned at once, the VMAs after it untouched. A hole in
+/// the range is not an error until the end: then `ENOMEM`.
+fn walk_vmas(
+    vmas: Vec<Vma>,
+    addr: u64,
+    end: u64,
+    mut visit: impl FnMut(&Vma, u64, u64) -> SysResult<()>,
+) -> SysResult<()> {
+    let mut at = addr;
+    let mut unmapped = false;
+    for v in &vmas {
+        let (s, e) = (v.start.max(addr), v.end.min(end));
+        unmapped |= s > at;
+        visit(v, s, e)?;
+        at = e;
+    }
+    if unmapped || at < end {
+        Err(Errno::ENOMEM)
+    } else {
+        Ok(())
+    }
+}
+
+/// The checks Linux makes on each VMA for the advice oxmm has nothing to
+/// act on yet (`WILLNEED`, `COLD`, `PAGEOUT`, `FREE`, `COLLAPSE`), so that
+/// doing nothing still gives Linux's errno; `[s, e)` is the VMA's part of
+/// the range and `shmem` whether its object is shmem (`None`: anonymous).
+fn check_lazy(adv: Advice, v: &Vma, shmem: Option<bool>, s: u64, e: u64) -> SysResult<()> {
+    let locked = v.flags & vmflags::LOCKED != 0;
+    match adv {
+        // `madvise_willneed` reads ahead or swaps in; it refuses nothing.
+        Advice::WillNeed => Ok(()),
+        // `can_madv_lru_vma`: no locked (or PFN-map, hugetlb) VMA.
+        Advice::Cold | Advice::PageOut if locked => Err(Errno::EINVAL),
+        Advice::Cold | Advice::PageOut => Ok(()),
+        // `madvise_dontneed_free_valid_vma` refuses a locked VMA, then
+        // `madvise_free_single_vma` works only on anonymous VMAs
+        // (`vma_is_anonymous`: shared anonymous memory is shmem).
+        Advice::Free if locked || v.file != 0 => Err(Errno::EINVAL),
+        Advice::Free => Ok(()),
+        Advice::Collapse => check_collapse(v, shmem, s, e),
+        _ => Ok(()),
+    }
+}
+
+/// `MADV_COLLAPSE`'s checks in Linux's `madvise_collapse`, before it
+/// collapses anything. First `thp_vma_allowable_order(TVA_FORCED_COLLAPSE)`,
+/// which ignores the THP sysfs settings but refuses `MADV_NOHUGEPAGE`, a
+/// regular file (no `CONFIG_READ_ONLY_THP_FOR_FS` on the reference kernel),
+/// and a VMA without one PMD-aligned 2 MiB block inside it (for shmem, at
+/// a 2 MiB-aligned object offset too: `thp_vma_suitable_order`). Then a
+/// range that neither holds a 2 MiB block nor is within one: `hstart` (the
+/// start rounded up to 2 MiB) past `hend` (the end rounded down) makes the
+/// block count wrap, so the call fails with its initial `SCAN_FAIL` →
+/// `EINVAL`; `hstart == hend` collapses nothing and succeeds. Linux then
+/// collapses each block (failing with `EINVAL` where there is no page
+/// table, and refusing an anonymous VMA never faulted in, which has no
+/// anon_vma); oxmm has no huge pages to collapse into and succeeds there.
+/// Checked with a C program on Linux 6.18.
+fn check_collapse(v: &Vma, shmem: Option<bool>, s: u64, e: u64) -> SysResult<()> {
+    const HPAGE: u64 = 2 << 20;
+    if v.flags & vmflags::NOHUGEPAGE != 0 || shmem == Some(false) {
+        return Err(Errno::EINVAL);
+    }
+    if shmem == Some(true) && !((v.start >> 12).wrapping_sub(v.pgoff)).is_multiple_of(HPAGE >> 12) {
+        return Err(Errno::EINVAL);
+    }
+    let last = v.end.saturating_sub(HPAGE) & !(HPAGE - 1);
+    if v.end < HPAGE || last < v.start {
+        return Err(Errno::EINVAL);
+    }
+    let hstart = s.next_multiple_of(HPAGE);
+    let hend = e & !(HPAGE - 1);
+    if hstart > hend {
+        return Err(Errno::EINVAL);
+    }
+    Ok(())
 }

@@ -19,13 +19,7 @@ impl Mm {
     /// Linux. Nothing is allocated, so a huge range costs only its walk
     /// (holes without page tables are skipped).
     pub fn mincore_visit(&self, cpu: CpuId, addr: u64, len: u64, mut resident: impl FnMut(u64)) -> SysResult<u64> {
-        if !addr.is_multiple_of(PAGE_SIZE) {
-            return Err(Errno::EINVAL);
-        }
-        if addr > TASK_SIZE || len > TASK_SIZE - addr {
-            return Err(Errno::ENOMEM);
-        }
-        let pages = len.div_ceil(PAGE_SIZE);
+        let pages = check_args(addr, len)?;
         let end = addr + pages * PAGE_SIZE;
         let st = self.read(cpu);
         st.live()?;
@@ -76,7 +70,10 @@ impl Mm {
     /// `mincore(addr, len)`: one byte per page, 1 if resident. Errors as
     /// [`Mm::mincore_visit`]; a vector that cannot be allocated is `ENOMEM`.
     pub fn mincore(&self, cpu: CpuId, addr: u64, len: u64) -> SysResult<Vec<u8>> {
-        let pages = usize::try_from(len.div_ceil(PAGE_SIZE)).map_err(|_| Errno::ENOMEM)?;
+        // The arguments first, as Linux's `mincore` checks them before it
+        // looks at the result vector: an unaligned address is `EINVAL`
+        // whatever the length.
+        let pages = usize::try_from(check_args(addr, len)?).map_err(|_| Errno::ENOMEM)?;
         let mut out = Vec::new();
         out.try_reserve_exact(pages).map_err(|_| Errno::ENOMEM)?;
         // Validate before touching the vector's memory.
@@ -95,4 +92,17 @@ impl Mm {
         self.mincore_visit(cpu, addr, len, |_| n += 1)?;
         Ok(n)
     }
+}
+
+/// The argument checks of Linux's `mincore`, in its order: an unaligned
+/// address → `EINVAL`, then a range that leaves the address space
+/// (`access_ok`) → `ENOMEM`. Returns the number of pages.
+fn check_args(addr: u64, len: u64) -> SysResult<u64> {
+    if !addr.is_multiple_of(PAGE_SIZE) {
+        return Err(Errno::EINVAL);
+    }
+    if addr > TASK_SIZE || len > TASK_SIZE - addr {
+        return Err(Errno::ENOMEM);
+    }
+    Ok(len.div_ceil(PAGE_SIZE))
 }

@@ -11,7 +11,7 @@
 use alloc::vec::Vec;
 
 use super::vma::Vma;
-use super::{page_align, Mm, MMAP_BASE, MMAP_MIN_ADDR, TASK_SIZE, USER_TOP};
+use super::{Mm, MMAP_BASE, MMAP_MIN_ADDR, TASK_SIZE, USER_TOP};
 use crate::addr::{Pfn, VirtAddr, PAGE_SIZE};
 use crate::arch::{load_entry, xchg_entry, Pte};
 use crate::errno::{Errno, SysResult};
@@ -30,15 +30,21 @@ const DONTUNMAP: u32 = 4;
 impl Mm {
     /// `mremap(addr, old_len, new_len, flags, new_addr)`.
     ///
-    /// Linux 6.18's checks, in its order: unknown flags, `MREMAP_FIXED`
-    /// without `MAYMOVE`, an unaligned address, a zero new length, or a
-    /// fixed target that is unaligned, out of range or overlaps the source
-    /// → `EINVAL`; no mapping at `addr` → `EFAULT`; a zero old length →
-    /// `EINVAL`; an old range that is not inside one mapping → `EFAULT`
-    /// (but a shrink or same-size call without `FIXED` succeeds over
-    /// several); growing where the space after the mapping is taken,
-    /// without `MAYMOVE` → `ENOMEM`. A failed call changes nothing.
-    /// Returns the (possibly new) address.
+    /// Linux 6.18's checks, in its order (`check_mremap_params`, the VMA
+    /// lookup, `check_prep_vma`): unknown flags, `MREMAP_FIXED` without
+    /// `MAYMOVE`, an unaligned address, a zero or too large new length, or
+    /// a fixed target that is unaligned, out of range or overlaps the
+    /// source → `EINVAL` (the old range itself is not checked up front); no
+    /// mapping at `addr` → `EFAULT`; a zero old length → `EINVAL`; an old
+    /// range that is not inside one mapping → `EFAULT` (but a shrink, fixed
+    /// or not, or a same-size call without `FIXED` succeeds over several:
+    /// only the part kept must be in the mapping); a shrink whose dropped
+    /// tail leaves the address space → `EINVAL` (the unmap's range check);
+    /// growing where the space after the mapping is taken, without
+    /// `MAYMOVE` → `ENOMEM`. A failed call changes nothing, except that a
+    /// fixed shrink failing on its tail has already unmapped the target, as
+    /// on Linux. Growing a locked mapping faults the new part in (Linux's
+    /// `populate_expand`). Returns the (possibly new) address.
     pub fn mremap(
         &self,
         cpu: CpuId,
@@ -61,12 +67,17 @@ impl Mm {
         if !addr.is_multiple_of(PAGE_SIZE) {
             return Err(Errno::EINVAL);
         }
-        let old_len = page_align(old_len).ok_or(Errno::EINVAL)?;
-        let new_len = page_align(new_len).ok_or(Errno::EINVAL)?;
+        // `PAGE_ALIGN`, which wraps: a length within a page of 2^64 is 0.
+        let old_len = old_len.wrapping_add(PAGE_SIZE - 1) & !(PAGE_SIZE - 1);
+        let new_len = new_len.wrapping_add(PAGE_SIZE - 1) & !(PAGE_SIZE - 1);
         if new_len == 0 {
             return Err(Errno::EINVAL);
         }
-        if new_len > TASK_SIZE || addr > TASK_SIZE - old_len {
+        // Only the new length is checked against the address space here
+        // (6.18's `check_mremap_params`): an old range running past it is
+        // judged by the VMA lookup and `check_prep_vma` (EFAULT), or by the
+        // unmap of a shrink's tail (EINVAL).
+        if new_len > TASK_SIZE {
             return Err(Errno::EINVAL);
         }
         let fixed = f & RemapFlags::FIXED.0 != 0;
@@ -76,7 +87,8 @@ impl Mm {
             if !new_addr.is_multiple_of(PAGE_SIZE) || new_addr > TASK_SIZE - new_len {
                 return Err(Errno::EINVAL);
             }
-            if new_addr < addr + old_len && addr < new_addr + new_len {
+            // `vrm_overlaps`, whose old end wraps as Linux's does.
+            if new_addr < addr.wrapping_add(old_len) && addr < new_addr + new_len {
                 return Err(Errno::EINVAL);
             }
         }
@@ -93,16 +105,20 @@ impl Mm {
         }
         let mut old_len = old_len;
         if fixed {
-            // 6.18 checks that the source lies in one mapping
-            // (`check_prep_vma`) before `mremap_to` clears the target and
-            // drops the source's tail, so a failed move destroys nothing.
-            // (6.17+ also moves a same-size range over several mappings;
-            // oxmm does not, and says EFAULT.)
-            if old_len > first.end - addr {
+            // 6.18 checks that the part of the source that moves lies in
+            // one mapping (`check_prep_vma`, which for a shrink checks only
+            // the new length: the dropped tail may cross mappings) before
+            // `mremap_to` clears the target and drops the tail, so a move
+            // failing here destroys nothing. (6.17+ also moves a same-size
+            // range over several mappings; oxmm does not, and says EFAULT.)
+            if old_len.min(new_len) > first.end - addr {
                 return Err(Errno::EFAULT);
             }
             self.unmap_locked(&mut st, cpu, new_addr, new_addr + new_len);
             if old_len > new_len {
+                // `shrink_vma` after the target is gone: a tail leaving the
+                // address space fails there, the target already unmapped.
+                check_tail(addr, old_len, new_len)?;
                 self.unmap_locked(&mut st, cpu, addr + new_len, addr + old_len);
                 old_len = new_len;
             }
@@ -110,6 +126,7 @@ impl Mm {
             // A shrink succeeds whatever else is mapped there (the range
             // may span several mappings), as on Linux.
             if new_len < old_len {
+                check_tail(addr, old_len, new_len)?;
                 self.unmap_locked(&mut st, cpu, addr + new_len, addr + old_len);
             }
             return Ok(VirtAddr::new_truncate(addr));
@@ -118,6 +135,10 @@ impl Mm {
         if old_len > vma.end - addr {
             return Err(Errno::EFAULT);
         }
+        // A locked mapping that grows gets its new part faulted in once
+        // the call is done (6.18's `populate_expand` → `mm_populate` in
+        // `do_mremap`, after the mmap lock is dropped).
+        let populate = vma.flags & super::vma::vmflags::LOCKED != 0 && new_len > old_len;
         // Grow in place when the mapping ends here and the space after is free.
         if !fixed
             && addr + old_len == vma.end
@@ -129,6 +150,10 @@ impl Mm {
                 c.add_user(&self.arc(), grown.pgoff, grown.pgoff + ((grown.end - grown.start) >> 12));
             }
             st.vmas.insert(grown);
+            drop(st);
+            if populate {
+                self.populate(cpu, addr + old_len, addr + new_len, vma.prot, vma.is_shared());
+            }
             return Ok(VirtAddr::new_truncate(addr));
         }
         if f & RemapFlags::MAYMOVE.0 == 0 {
@@ -166,8 +191,23 @@ impl Mm {
         let ceiling = st.vmas.find_from(addr + moved).map(|v| v.start).unwrap_or(USER_TOP);
         free_tables(sys, &mut g, self.root(), addr, addr + moved, floor, ceiling);
         g.finish(self.cpumask());
+        drop(st);
+        if populate {
+            self.populate(cpu, dest + old_len, dest + new_len, vma.prot, vma.is_shared());
+        }
         Ok(VirtAddr::new_truncate(dest))
     }
+}
+
+/// The range check of the unmap that drops a shrink's tail
+/// `[addr + new_len, addr + old_len)` (Linux's `do_vmi_munmap` from
+/// `shrink_vma`): a tail leaving the address space is `EINVAL`.
+fn check_tail(addr: u64, old_len: u64, new_len: u64) -> SysResult<()> {
+    let start = addr + new_len;
+    if start > TASK_SIZE || old_len - new_len > TASK_SIZE - start {
+        return Err(Errno::EINVAL);
+    }
+    Ok(())
 }
 
 /// Move the PTEs of `[from, from+len)` to `[to, to+len)` (tables exist).

@@ -1,6 +1,6 @@
 //! msync: write shared file pages back.
 
-use super::{page_align, Mm};
+use super::Mm;
 use crate::addr::{VirtAddr, PAGE_SIZE};
 use crate::arch::{cas_entry, load_entry, Pte};
 use crate::errno::{Errno, SysResult};
@@ -20,7 +20,8 @@ impl Mm {
     /// `msync(addr, len, flags)`.
     ///
     /// `EINVAL` for an unaligned address, unknown flags, or both `MS_ASYNC`
-    /// and `MS_SYNC`; `EBUSY` for `MS_INVALIDATE` on a locked mapping;
+    /// and `MS_SYNC`; a length that rounds up to 0 (within a page of 2^64)
+    /// succeeds, one that runs past 2^64 is `ENOMEM`; `EBUSY` for `MS_INVALIDATE` on a locked mapping;
     /// `ENOMEM` if part of the range is unmapped (after syncing the mapped
     /// part, as Linux does). For every shared file mapping in the range,
     /// the dirty bits of its PTEs move to the page cache (the PTEs become
@@ -35,8 +36,15 @@ impl Mm {
         if flags & MS_ASYNC != 0 && flags & MS_SYNC != 0 {
             return Err(Errno::EINVAL);
         }
-        let len = page_align(len).ok_or(Errno::ENOMEM)?;
-        let end = addr.checked_add(len).ok_or(Errno::ENOMEM)?;
+        // Linux rounds with `len = (len + ~PAGE_MASK) & PAGE_MASK` in
+        // wrapping arithmetic, so a length within a page of 2^64 rounds to
+        // 0 and succeeds (`end == start`); only an end that wraps past the
+        // start is `ENOMEM`.
+        let len = len.wrapping_add(PAGE_SIZE - 1) & !(PAGE_SIZE - 1);
+        let end = addr.wrapping_add(len);
+        if end < addr {
+            return Err(Errno::ENOMEM);
+        }
         if end == addr {
             return Ok(());
         }
