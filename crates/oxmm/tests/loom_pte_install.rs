@@ -45,6 +45,9 @@ impl EntrySlot for RelaxedSlot {
     fn cas_pte(&self, old: Pte, new: Pte) -> Result<Pte, Pte> {
         self.0.compare_exchange(old.0, new.0, Ordering::Relaxed, Ordering::Relaxed).map(Pte).map_err(Pte)
     }
+    fn xchg_pte(&self, new: Pte) -> Pte {
+        Pte(self.0.swap(new.0, Ordering::Relaxed))
+    }
 }
 
 /// Frame memory of the two candidate frames (pfn 10 for CPU 0, 11 for

@@ -63,8 +63,19 @@ pub trait PagingFormat {
 /// are visible once the entry is.
 #[inline(always)]
 pub fn load_entry(slot: &AtomicU64) -> Pte {
-    Pte(slot.load(Ordering::Acquire))
+    Pte(slot.load(ENTRY_LOAD))
 }
+
+/// The orderings of entry accesses, in one place so that the loom models'
+/// [`EntrySlot`] over loom atomics uses exactly what the code does.
+/// Loads: Acquire.
+pub const ENTRY_LOAD: Ordering = Ordering::Acquire;
+/// Compare-and-swap success: AcqRel.
+pub const ENTRY_CAS: Ordering = Ordering::AcqRel;
+/// Compare-and-swap failure: Acquire.
+pub const ENTRY_CAS_FAIL: Ordering = Ordering::Acquire;
+/// Exchange: AcqRel.
+pub const ENTRY_XCHG: Ordering = Ordering::AcqRel;
 
 /// Compare-and-swap an entry from `old` to `new`.
 ///
@@ -73,14 +84,14 @@ pub fn load_entry(slot: &AtomicU64) -> Pte {
 /// orders what follows after the old value was observed.
 #[inline(always)]
 pub fn cas_entry(slot: &AtomicU64, old: Pte, new: Pte) -> Result<Pte, Pte> {
-    slot.compare_exchange(old.0, new.0, Ordering::AcqRel, Ordering::Acquire).map(Pte).map_err(Pte)
+    slot.compare_exchange(old.0, new.0, ENTRY_CAS, ENTRY_CAS_FAIL).map(Pte).map_err(Pte)
 }
 
 /// Swap an entry, returning the old one (accessed/dirty bits set by a CPU
 /// up to this instant are in the returned value).
 #[inline(always)]
 pub fn xchg_entry(slot: &AtomicU64, new: Pte) -> Pte {
-    Pte(slot.swap(new.0, Ordering::AcqRel))
+    Pte(slot.swap(new.0, ENTRY_XCHG))
 }
 
 /// A word holding a page-table entry, as the lock-free protocols see it.
@@ -89,6 +100,8 @@ pub trait EntrySlot {
     fn load_pte(&self) -> Pte;
     /// Compare-and-swap (AcqRel / Acquire).
     fn cas_pte(&self, old: Pte, new: Pte) -> Result<Pte, Pte>;
+    /// Exchange (AcqRel), returning the old entry.
+    fn xchg_pte(&self, new: Pte) -> Pte;
 }
 
 impl EntrySlot for AtomicU64 {
@@ -100,16 +113,21 @@ impl EntrySlot for AtomicU64 {
     fn cas_pte(&self, old: Pte, new: Pte) -> Result<Pte, Pte> {
         cas_entry(self, old, new)
     }
+    #[inline(always)]
+    fn xchg_pte(&self, new: Pte) -> Pte {
+        xchg_entry(self, new)
+    }
 }
 
 #[cfg(loom)]
 impl EntrySlot for loom::sync::atomic::AtomicU64 {
     fn load_pte(&self) -> Pte {
-        Pte(self.load(loom::sync::atomic::Ordering::Acquire))
+        Pte(self.load(ENTRY_LOAD))
     }
     fn cas_pte(&self, old: Pte, new: Pte) -> Result<Pte, Pte> {
-        self.compare_exchange(old.0, new.0, loom::sync::atomic::Ordering::AcqRel, loom::sync::atomic::Ordering::Acquire)
-            .map(Pte)
-            .map_err(Pte)
+        self.compare_exchange(old.0, new.0, ENTRY_CAS, ENTRY_CAS_FAIL).map(Pte).map_err(Pte)
+    }
+    fn xchg_pte(&self, new: Pte) -> Pte {
+        Pte(self.swap(new.0, ENTRY_XCHG))
     }
 }

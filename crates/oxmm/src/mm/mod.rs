@@ -72,6 +72,48 @@ impl MmState {
     }
 }
 
+/// The CPUs that may hold an address space's translations (Linux's
+/// `mm_cpumask`): a CPU joins before its first walk of the mm's tables, and
+/// a flush reads the set after changing PTEs.
+///
+/// It is the store-buffering pattern: a joining CPU sets its bit (a SeqCst
+/// RMW and fence) and then walks (loads PTEs); a flusher changes PTEs (AcqRel
+/// exchanges or CASes) and then reads the set (a SeqCst fence and load).
+/// Either the flusher sees the CPU, or the CPU's walk sees the changed
+/// PTEs, never neither (`tests/loom_cpumask.rs`).
+pub struct ActiveCpus(AtomicU64);
+
+impl ActiveCpus {
+    /// No CPU.
+    pub fn new() -> ActiveCpus {
+        ActiveCpus(AtomicU64::new(0))
+    }
+
+    /// `cpu` runs the mm from now on (it may cache its translations).
+    pub fn join(&self, cpu: CpuId) {
+        let bit = 1u64 << cpu.0;
+        if self.0.load(Ordering::Relaxed) & bit == 0 {
+            // SeqCst, then a fence: the bit is visible to any later flush
+            // before this CPU's first walk can fill its TLB.
+            self.0.fetch_or(bit, Ordering::SeqCst);
+            crate::sync::fence(Ordering::SeqCst);
+        }
+    }
+
+    /// The set, for a flush of PTEs changed before this call: the SeqCst
+    /// fence orders those changes before the load.
+    pub fn load(&self) -> CpuMask {
+        crate::sync::fence(Ordering::SeqCst);
+        CpuMask(self.0.load(Ordering::SeqCst))
+    }
+}
+
+impl Default for ActiveCpus {
+    fn default() -> Self {
+        ActiveCpus::new()
+    }
+}
+
 /// An address space.
 pub struct Mm {
     me: alloc::sync::Weak<Mm>,
@@ -79,7 +121,7 @@ pub struct Mm {
     id: u64,
     root: Pfn,
     state: BrLock<MmState>,
-    cpumask: AtomicU64,
+    cpumask: ActiveCpus,
     rss: rss::RssCounters,
     dead: AtomicBool,
 }
@@ -111,7 +153,7 @@ impl Mm {
                     files: alloc::collections::BTreeMap::new(),
                 },
             ),
-            cpumask: AtomicU64::new(0),
+            cpumask: ActiveCpus::new(),
             rss: rss::RssCounters::new(sys.platform().cpus(), rss_mode),
             dead: AtomicBool::new(false),
         });
@@ -155,26 +197,13 @@ impl Mm {
     /// Record that `cpu` runs this mm (it may cache its translations from
     /// now on). Called by a CPU switching to the mm.
     pub fn activate_on(&self, cpu: CpuId) {
-        let bit = 1u64 << cpu.0;
-        if self.cpumask.load(Ordering::Relaxed) & bit == 0 {
-            // SeqCst: the bit must be visible to any later flush before this
-            // CPU's first walk can fill its TLB (pairs with the SeqCst load in
-            // `cpumask`).
-            self.cpumask.fetch_or(bit, Ordering::SeqCst);
-            crate::sync::fence(Ordering::SeqCst);
-        }
+        self.cpumask.join(cpu);
     }
 
-    /// The CPUs that may hold this mm's translations.
-    ///
-    /// The SeqCst fence orders the PTE changes made before (AcqRel
-    /// exchanges) against the mask load — the store-buffering pattern with
-    /// `activate_on`, whose RMW is followed by a SeqCst fence: either the
-    /// flush sees the new CPU in the mask, or that CPU's walks see the
-    /// changed PTEs.
+    /// The CPUs that may hold this mm's translations, for a flush of PTEs
+    /// changed before the call ([`ActiveCpus::load`]).
     pub fn cpumask(&self) -> CpuMask {
-        crate::sync::fence(Ordering::SeqCst);
-        CpuMask(self.cpumask.load(Ordering::SeqCst))
+        self.cpumask.load()
     }
 
     /// RSS counters.
