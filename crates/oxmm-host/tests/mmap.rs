@@ -187,3 +187,38 @@ fn brk_does_not_shrink_over_an_unmapped_heap() {
     assert_eq!(rig.cpu.brk(b + 8 * PAGE).unwrap(), b + 8 * PAGE);
     rig.cpu.write_u8(va(b + 7 * PAGE), 1).unwrap();
 }
+
+/// A fault below a `MAP_GROWSDOWN` mapping grows it down to the faulting
+/// page (Linux's `expand_downwards`), up to the stack limit (8 MiB in all)
+/// and not to within the 256-page guard gap of an accessible mapping below
+/// (a PROT_NONE one does not count). This machine's Linux 6.18 gives the
+/// same answers for the same addresses (a C program).
+#[test]
+fn a_growsdown_mapping_grows_on_a_fault_below_it() {
+    let mut rig = Rig::new();
+    let gd = 0x2000_0000_0000u64;
+    let growsdown = ANON.union(MapFlags::GROWSDOWN).union(MapFlags::FIXED);
+    rig.cpu.mmap(gd, PAGE, RW, growsdown).unwrap();
+    let faults = rig.stat("pgfault");
+    rig.cpu.write_u8(va(gd - PAGE), 1).expect("one page below");
+    assert_eq!(rig.stat("pgfault") - faults, 1, "one fault, counted once");
+    rig.cpu.write_u8(va(gd - 64 * PAGE), 2).expect("64 pages below");
+    assert_eq!(rig.cpu.read_u8(va(gd - 66 * PAGE)).unwrap(), 0, "a read grows it too");
+    rig.assert_write_segv(va(gd - (9 << 20)));
+    rig.cpu.write_u8(va(gd - (8 << 20) + 2 * PAGE), 3).expect("within 8 MiB in all");
+    assert_eq!(rig.cpu.read_u8(va(gd - PAGE)).unwrap(), 1, "the pages already there stay");
+    assert_eq!(rig.cpu.read_u8(va(gd - 64 * PAGE)).unwrap(), 2);
+    // One mapping from the lowest page touched to the top.
+    assert_eq!(rig.cpu.mincore(gd - (8 << 20) + 2 * PAGE, (8 << 20) - PAGE).map(|v| v.len()), Ok(2047));
+
+    let gd2 = 0x3000_0000_0000u64;
+    rig.cpu.mmap(gd2, PAGE, RW, growsdown).unwrap();
+    let other = rig.cpu.mmap(gd2 - 300 * PAGE, PAGE, RO, ANON.union(MapFlags::FIXED)).unwrap().as_u64();
+    rig.cpu.write_u8(va(gd2 - 40 * PAGE), 1).expect("259 pages above the mapping below");
+    rig.assert_write_segv(va(gd2 - 50 * PAGE));
+    rig.cpu.mprotect(other, PAGE, Prot::NONE).unwrap();
+    rig.cpu.write_u8(va(gd2 - 50 * PAGE), 1).expect("a PROT_NONE mapping below leaves no gap to keep");
+    // An ordinary mapping does not grow.
+    let plain = rig.map_fixed(0x4000_0000_0000, PAGE, RW).as_u64();
+    rig.assert_write_segv(va(plain - PAGE));
+}

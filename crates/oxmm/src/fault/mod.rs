@@ -125,7 +125,29 @@ pub fn populate_page(mm: &Mm, cpu: CpuId, va: VirtAddr, access: Access) -> Resul
 
 fn fault(mm: &Mm, cpu: CpuId, va: VirtAddr, access: Access, prefault: bool) -> Result<(), FaultError> {
     let st = mm.read(cpu);
-    fault_under(mm, &st, cpu, va, access, prefault)
+    let r = fault_under(mm, &st, cpu, va, access, prefault);
+    // Only where no mapping was found (the rare path): an address below a
+    // MAP_GROWSDOWN mapping grows it, under the write lock, and faults again
+    // (Linux's `lock_mm_and_find_vma` → `expand_stack_locked`).
+    if r == Err(FaultError::Segv) && st.vmas.find(va.as_u64()).is_none() && below_a_stack(&st, va) {
+        drop(st);
+        if mm.expand_stack(va) {
+            // This entry is taken back: the fault after the growth is the
+            // one that counts, once, as on Linux.
+            let sys = &**mm.sys();
+            sys.stats.add(cpu, Stat::PgFault, -1);
+            sys.stats.add(cpu, Stat::FaultSegv, -1);
+            return fault(mm, cpu, va, access, prefault);
+        }
+    }
+    r
+}
+
+/// Whether `va` lies below a `MAP_GROWSDOWN` mapping (with no mapping at
+/// `va` itself): a fault there may grow it.
+fn below_a_stack(st: &MmState, va: VirtAddr) -> bool {
+    va.as_u64() < TASK_SIZE
+        && st.vmas.find_from(va.as_u64()).is_some_and(|v| v.flags & crate::mm::vma::vmflags::GROWSDOWN != 0)
 }
 
 /// The fault, counted, with the mmap read lock (`st`) held by the caller.

@@ -364,6 +364,42 @@ impl Mm {
         new
     }
 
+    /// Grow the `MAP_GROWSDOWN` mapping above `va` down to `va`'s page, for
+    /// a fault there (Linux's `expand_downwards`); `false` if it may not
+    /// grow. It may not below `mmap_min_addr`, to within the stack guard gap
+    /// (256 pages, `stack_guard_gap`) of an accessible mapping below that is
+    /// not itself growing down, or beyond the stack limit in all
+    /// (`RLIMIT_STACK`, 8 MiB by default: `acct_stack_growth`). True also if
+    /// another CPU has grown it meanwhile.
+    ///
+    /// Enters with: no lock. Takes the mmap lock for writing.
+    pub(crate) fn expand_stack(&self, va: VirtAddr) -> bool {
+        const STACK_GUARD_GAP: u64 = 256 * PAGE_SIZE;
+        const RLIMIT_STACK: u64 = 8 << 20;
+        let addr = va.as_u64() & !(PAGE_SIZE - 1);
+        let mut st = self.write();
+        if st.dead || !(MMAP_MIN_ADDR..TASK_SIZE).contains(&addr) {
+            return false;
+        }
+        let Some(v) = st.vmas.find_from(addr).copied() else { return false };
+        if v.start <= addr {
+            return true;
+        }
+        if v.flags & vmflags::GROWSDOWN == 0 || v.end - addr > RLIMIT_STACK {
+            return false;
+        }
+        if let Some(p) = st.vmas.prev(v.start) {
+            if p.flags & vmflags::GROWSDOWN == 0 && p.prot != Prot::NONE && addr - p.end < STACK_GUARD_GAP {
+                return false;
+            }
+        }
+        let grow = (v.start - addr) / PAGE_SIZE;
+        let Some(pgoff) = v.pgoff.checked_sub(grow) else { return false };
+        st.vmas.remove_range(v.start, v.end);
+        st.vmas.insert(Vma { start: addr, pgoff, ..v });
+        true
+    }
+
     /// The heap's start (where `brk` began).
     pub fn start_brk(&self, cpu: CpuId) -> u64 {
         self.read(cpu).start_brk
