@@ -283,4 +283,25 @@ mod as_linux {
         rig.cpu.mprotect(b, 4 * PAGE, Prot::RW).unwrap();
         assert_eq!(rig.rss_anon(), 8, "copied from the zero page");
     }
+
+    /// Private memory made writable for the first time is charged to the
+    /// overcommit account (`mprotect_fixup`): read-only and larger than all
+    /// of memory (the rig has 64 MiB), made writable → ENOMEM, nothing
+    /// changed; with MAP_NORESERVE, or once charged, it is not charged
+    /// again. Linux 6.18 gives ENOMEM for 1 TiB on this machine.
+    #[test]
+    fn making_private_memory_writable_is_charged() {
+        let mut rig = Rig::new();
+        let big = 256 << 20;
+        let p = rig.cpu.mmap(0, big, Prot::READ, ANON).unwrap().as_u64();
+        assert_eq!(rig.cpu.mprotect(p, big, Prot::RW), Err(Errno::ENOMEM));
+        rig.assert_write_segv(va(p));
+        rig.cpu.mprotect(p, PAGE, Prot::RW).expect("a small part is fine");
+        rig.cpu.write_u8(va(p), 1).unwrap();
+        let q = rig.cpu.mmap(0, big, Prot::READ, ANON.union(MapFlags::NORESERVE)).unwrap().as_u64();
+        rig.cpu.mprotect(q, big, Prot::RW).expect("MAP_NORESERVE is never charged");
+        // Shared memory is charged when it is made, not here.
+        let s = rig.cpu.mmap(0, PAGE, Prot::READ, MapFlags(MapFlags::SHARED.0 | MapFlags::ANONYMOUS.0)).unwrap();
+        rig.cpu.mprotect(s.as_u64(), PAGE, Prot::RW).unwrap();
+    }
 }

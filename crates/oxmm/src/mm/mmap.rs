@@ -220,8 +220,15 @@ impl Mm {
         // (and swap, of which there is none) is refused outright, unless
         // MAP_NORESERVE.
         let accountable = (prot.writable() && !shared) || (shared && file.is_none());
-        if accountable && !flags.contains(MapFlags::NORESERVE) && len / PAGE_SIZE > self.sys().phys.total_frames() {
-            return Err(Errno::ENOMEM);
+        if flags.contains(MapFlags::NORESERVE) {
+            vflags |= vmflags::NORESERVE;
+        } else if accountable {
+            if !self.enough_memory(len) {
+                return Err(Errno::ENOMEM);
+            }
+            if !shared {
+                vflags |= vmflags::ACCOUNT;
+            }
         }
         if fixed {
             self.unmap_locked(&mut st, cpu, addr, addr + len);
@@ -277,6 +284,13 @@ impl Mm {
         }
         vmas.mergeable_anon_vma(v.start, v.end, v.prot, v.flags)
             .unwrap_or_else(|| self.sys().rmap().objects.create(&self.arc()))
+    }
+
+    /// Linux's heuristic overcommit check (`overcommit_memory=0`,
+    /// `__vm_enough_memory`): a charge of `len` bytes fails only if it is
+    /// more than all of memory (and swap, of which there is none).
+    pub(crate) fn enough_memory(&self, len: u64) -> bool {
+        len / PAGE_SIZE <= self.sys().phys.total_frames()
     }
 
     /// Fault in every page of `[start, end)` (failures are ignored, as
@@ -357,7 +371,7 @@ impl Mm {
         if !st.vmas.overlapping(oldbrk, newbrk + PAGE_SIZE).is_empty() {
             return st.brk;
         }
-        let mut vma = Vma::new_anon(oldbrk, newbrk, Prot::RW, vmflags::ANON | vmflags::HEAP);
+        let mut vma = Vma::new_anon(oldbrk, newbrk, Prot::RW, vmflags::ANON | vmflags::HEAP | vmflags::ACCOUNT);
         vma.anon_vma = self.anon_vma_for(&st.vmas, &vma);
         st.vmas.insert(vma);
         st.brk = new;

@@ -53,7 +53,10 @@ impl Mm {
     /// mapping, which must be `MAP_GROWSDOWN` (`EINVAL`); `PROT_GROWSUP` is
     /// `EINVAL` (x86 has no upward-growing mappings). Then mapping by
     /// mapping: write access to a shared mapping of a file that cannot be
-    /// written → `EACCES` (no `VM_MAYWRITE`), and a hole → `ENOMEM`; the
+    /// written → `EACCES` (no `VM_MAYWRITE`), private memory made writable
+    /// for the first time and larger than all of memory → `ENOMEM` (the
+    /// heuristic overcommit charge, unless `MAP_NORESERVE`), and a hole →
+    /// `ENOMEM`; the
     /// mappings before either keep their new protection, as Linux leaves
     /// them. A locked private mapping made writable is populated for
     /// writing, as `mprotect_fixup` does (so its pages stay resident and
@@ -110,6 +113,15 @@ impl Mm {
                 break;
             }
             let (s, e) = (at, v.end.min(end));
+            // `mprotect_fixup`: private memory made writable for the first
+            // time is charged to the overcommit account.
+            let charge = prot.writable()
+                && v.flags & (vmflags::ACCOUNT | vmflags::NORESERVE | vmflags::SHARED) == 0
+                && !v.prot.writable();
+            if charge && !self.enough_memory(e - s) {
+                error = Some(Errno::ENOMEM);
+                break;
+            }
             if v.flags & (vmflags::LOCKED | vmflags::SHARED) == vmflags::LOCKED && !v.prot.writable() && prot.writable()
             {
                 populate.push((s, e));
@@ -120,7 +132,12 @@ impl Mm {
             error = Some(Errno::ENOMEM);
         }
         if at > start {
-            st.vmas.modify_range(start, at, |v| v.prot = prot);
+            st.vmas.modify_range(start, at, |v| {
+                v.prot = prot;
+                if prot.writable() && v.flags & (vmflags::SHARED | vmflags::NORESERVE) == 0 {
+                    v.flags |= vmflags::ACCOUNT;
+                }
+            });
             let mut g = MmuGather::new(self.sys(), cpu, self.id());
             change_protection(self, &mut g, start, at, prot);
             g.finish(self.cpumask());

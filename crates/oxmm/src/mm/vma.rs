@@ -43,6 +43,11 @@ pub mod vmflags {
     pub const DONTDUMP: u32 = 1 << 11;
     /// `MADV_MERGEABLE`.
     pub const MERGEABLE: u32 = 1 << 12;
+    /// Charged to the overcommit account (Linux's `VM_ACCOUNT`): private
+    /// writable memory, from when it was mapped or made writable.
+    pub const ACCOUNT: u32 = 1 << 13;
+    /// `MAP_NORESERVE`: never charged.
+    pub const NORESERVE: u32 = 1 << 14;
 }
 
 /// One virtual memory area.
