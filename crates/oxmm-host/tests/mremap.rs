@@ -375,3 +375,28 @@ mod reviewed {
         r.check();
     }
 }
+
+/// An old length of 0 duplicates a shared mapping: a second mapping of the
+/// same pages from the old address's offset, which outlives the first;
+/// EINVAL for a private mapping, ENOMEM without MREMAP_MAYMOVE. The same
+/// calls on this machine's Linux 6.18 give the same answers (a C program).
+#[test]
+fn a_zero_old_length_duplicates_a_shared_mapping() {
+    let mut r = Rig::new();
+    use oxmm::mm::MapFlags;
+    let shared = MapFlags(MapFlags::SHARED.0 | MapFlags::ANONYMOUS.0);
+    let s = r.cpu.mmap(0, 2 * PAGE, Prot::RW, shared).unwrap().as_u64();
+    r.cpu.write_u8(va(s + PAGE), 9).unwrap();
+    let d = r.cpu.mremap(s + PAGE, 0, PAGE, MAYMOVE, 0).expect("a duplicate").as_u64();
+    assert_ne!(d, s + PAGE);
+    assert_eq!(r.cpu.read_u8(va(d)).unwrap(), 9, "the second page, through the duplicate");
+    r.cpu.write_u8(va(d + 1), 7).unwrap();
+    assert_eq!(r.cpu.read_u8(va(s + PAGE + 1)).unwrap(), 7, "one object behind both");
+    r.cpu.munmap(s, 2 * PAGE).unwrap();
+    assert_eq!(r.cpu.read_u8(va(d)).unwrap(), 9, "the duplicate outlives the original");
+    let p = r.map(PAGE, Prot::RW).as_u64();
+    assert_eq!(r.cpu.mremap(p, 0, PAGE, MAYMOVE, 0), Err(Errno::EINVAL), "private");
+    let s2 = r.cpu.mmap(0, PAGE, Prot::RW, shared).unwrap().as_u64();
+    assert_eq!(r.cpu.mremap(s2, 0, PAGE, NONE, 0), Err(Errno::ENOMEM), "without MAYMOVE");
+    r.cpu.munmap(d, PAGE).unwrap();
+}

@@ -35,7 +35,9 @@ impl Mm {
     /// `MAYMOVE`, an unaligned address, a zero or too large new length, or
     /// a fixed target that is unaligned, out of range or overlaps the
     /// source → `EINVAL` (the old range itself is not checked up front); no
-    /// mapping at `addr` → `EFAULT`; a zero old length → `EINVAL`; an old
+    /// mapping at `addr` → `EFAULT`; a zero old length duplicates a shared
+    /// mapping from `addr` (a private one → `EINVAL`, and without
+    /// `MAYMOVE` → `ENOMEM`); an old
     /// range that is not inside one mapping → `EFAULT` (but a shrink, fixed
     /// or not, or a same-size call without `FIXED` succeeds over several:
     /// only the part kept must be in the mapping); a shrink whose dropped
@@ -98,10 +100,33 @@ impl Mm {
         // address, every form — shrink, same size, grow, fixed move — is
         // EFAULT and unmaps nothing.
         let first = *st.vmas.find(addr).ok_or(Errno::EFAULT)?;
-        // An old length of 0 duplicates a shared mapping on Linux; oxmm
-        // does not, and a private one cannot be duplicated.
+        // An old length of 0 duplicates a shared mapping (Linux keeps it
+        // "for DOS-emu"): a new mapping of the same object from `addr`'s
+        // offset, the old one left as it is. A private one cannot be
+        // duplicated.
         if old_len == 0 {
-            return Err(Errno::EINVAL);
+            if !first.is_shared() {
+                return Err(Errno::EINVAL);
+            }
+            if f & RemapFlags::MAYMOVE.0 == 0 {
+                return Err(Errno::ENOMEM);
+            }
+            let dest = if fixed {
+                self.unmap_locked(&mut st, cpu, new_addr, new_addr + new_len);
+                new_addr
+            } else {
+                st.vmas.find_gap_topdown(new_len, MMAP_MIN_ADDR, MMAP_BASE).ok_or(Errno::ENOMEM)?
+            };
+            let dup = Vma { start: dest, end: dest + new_len, pgoff: first.index_of(addr), ..first };
+            if let Some(c) = st.files.get(&dup.file) {
+                c.add_user(&self.arc(), dup.pgoff, dup.pgoff + (new_len >> 12));
+            }
+            st.vmas.insert(dup);
+            drop(st);
+            if first.flags & super::vma::vmflags::LOCKED != 0 {
+                self.populate(cpu, dest, dest + new_len, first.prot, true);
+            }
+            return Ok(VirtAddr::new_truncate(dest));
         }
         let mut old_len = old_len;
         if fixed {
