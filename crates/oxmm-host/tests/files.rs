@@ -366,3 +366,29 @@ fn fork_copies_a_private_file_mapping_once_it_has_had_a_private_page() {
         }
     }
 }
+
+/// A private file mapping written once (its mark set: Linux's anon_vma),
+/// split by mprotect and protected back, is one mapping again: Linux's
+/// halves share the anon_vma, and mremap of the whole range works. (Review:
+/// each half got a mark of its own and the halves never merged back.)
+#[test]
+fn a_written_private_file_mapping_split_and_protected_back_merges() {
+    use oxmm::mm::flags::RemapFlags;
+    for scheme in SCHEMES {
+        let path = temp_file(&format!("remerge-{scheme:?}"), 16);
+        let mut r = rig(scheme);
+        let f = r.machine.open_file(&path).unwrap();
+        let a = r.cpu.mmap_file(0, 16 * PAGE, Prot::RW, PRIVATE, &f, 0).unwrap().as_u64();
+        drop(f);
+        let vmas = |r: &Rig| r.proc.mm().write().vmas.overlapping(a, a + 16 * PAGE).len();
+        r.cpu.write_u8(va(a + PAGE), 5).unwrap();
+        r.cpu.mprotect(a + 8 * PAGE, 8 * PAGE, Prot::READ).unwrap();
+        assert_eq!(vmas(&r), 2);
+        r.cpu.mprotect(a + 8 * PAGE, 8 * PAGE, Prot::RW).unwrap();
+        assert_eq!(vmas(&r), 1, "{scheme:?}: the halves merge back");
+        let b = r.cpu.mremap(a, 16 * PAGE, 32 * PAGE, RemapFlags::MAYMOVE, 0).expect("mremap of the whole mapping");
+        assert_eq!(r.cpu.read_u8(b + PAGE).unwrap(), 5);
+        r.cpu.munmap(b.as_u64(), 32 * PAGE).unwrap();
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+}

@@ -48,6 +48,9 @@ pub mod vmflags {
     pub const ACCOUNT: u32 = 1 << 13;
     /// `MAP_NORESERVE`: never charged.
     pub const NORESERVE: u32 = 1 << 14;
+    /// `MAP_DROPPABLE` (Linux's `VM_DROPPABLE`): wiped on fork and never
+    /// dumped for good (`MADV_KEEPONFORK` and `MADV_DODUMP` refuse it).
+    pub const DROPPABLE: u32 = 1 << 15;
 }
 
 /// One virtual memory area.
@@ -130,9 +133,9 @@ impl Vma {
 /// lock, and which stays set when the private pages are gone (fork copies
 /// the PTEs of exactly the private file mappings that have it:
 /// `vma_needs_copy`). A mark is an atomic flag here so that a fault can set
-/// it through the shared tree; each VMA has its own (a split gives the new
-/// half a copy, as Linux's split gives it the anon_vma), and two VMAs whose
-/// marks are both set do not merge (two anon_vmas).
+/// it through the shared tree. A split gives both halves a set mark (Linux's
+/// split gives both the anon_vma), and each half its own unset one; two VMAs
+/// with different set marks do not merge (two anon_vmas).
 #[derive(Default, Debug)]
 pub struct VmaTree {
     map: BTreeMap<u64, Vma>,
@@ -212,7 +215,11 @@ impl VmaTree {
     pub fn split_at(&mut self, addr: u64) {
         if let Some(v) = self.find(addr).copied() {
             if v.start < addr {
-                let cow_mark = if v.cow_mark != 0 { self.new_mark(self.marked(v.cow_mark)) } else { 0 };
+                // Linux's split gives both halves the anon_vma: a set mark
+                // is shared (so the halves may merge back), an unset one is
+                // not (a later write in one half must not mark the other).
+                let cow_mark =
+                    if v.cow_mark == 0 || self.marked(v.cow_mark) { v.cow_mark } else { self.new_mark(false) };
                 self.map.insert(v.start, Vma { end: addr, ..v });
                 self.map.insert(addr, Vma { start: addr, pgoff: v.index_of(addr), cow_mark, ..v });
             }
@@ -423,14 +430,20 @@ mod tests {
         assert_eq!(t.len(), 1);
         let whole = *t.find(0x1f000).unwrap();
         assert!(t.has_had_private_pages(&whole));
-        // A split after the mark gives the new half a set mark of its own.
-        t.split_at(0x14000);
+        // A split after the mark shares it (one anon_vma), so the halves
+        // merge back.
+        t.modify_range(0x14000, 0x20000, |v| v.prot = Prot::READ);
         let (lo, hi) = (*t.find(0x10000).unwrap(), *t.find(0x14000).unwrap());
-        assert_ne!(lo.cow_mark, hi.cow_mark);
+        assert_eq!(lo.cow_mark, hi.cow_mark);
         assert!(t.has_had_private_pages(&lo) && t.has_had_private_pages(&hi));
-        // Two marked VMAs do not merge (Linux: two anon_vmas).
-        t.merge_around(0x10000, 0x20000);
-        assert_eq!(t.len(), 2);
+        t.modify_range(0x14000, 0x20000, |v| v.prot = Prot::RW);
+        assert_eq!(t.len(), 1);
+        // Two VMAs with different set marks do not merge (two anon_vmas).
+        let other = private_file(&mut t, 0x20000, 0x30000);
+        let other = Vma { pgoff: 0x10, ..other };
+        t.mark_private_pages(&other);
+        t.insert(other);
+        assert_eq!(t.len(), 2, "{:?}", t.iter().collect::<Vec<_>>());
         // Anonymous and shared VMAs have no mark.
         assert!(!t.has_had_private_pages(&anon(0, 0x1000, Prot::RW)));
     }
