@@ -222,3 +222,45 @@ fn a_growsdown_mapping_grows_on_a_fault_below_it() {
     let plain = rig.map_fixed(0x4000_0000_0000, PAGE, RW).as_u64();
     rig.assert_write_segv(va(plain - PAGE));
 }
+
+/// `MAP_DROPPABLE` memory is never charged (Linux sets VM_NORESERVE): four
+/// times the machine's memory maps, where private memory is ENOMEM; and
+/// MADV_KEEPONFORK and MADV_DODUMP refuse it, so fork never copies it.
+/// (Review; C programs on this machine's kernel.)
+#[test]
+fn droppable_memory_is_never_charged_and_stays_wiped_on_fork() {
+    use oxmm::mm::Advice;
+    let mut rig = Rig::new();
+    let big = rig.machine.sys().phys.total_frames() * 4 * PAGE;
+    let droppable = MapFlags(MapFlags::DROPPABLE.0 | MapFlags::ANONYMOUS.0);
+    assert_eq!(rig.cpu.mmap(0, big, RW, ANON).map(|_| ()), Err(Errno::ENOMEM), "private is charged");
+    let huge = rig.cpu.mmap(0, big, RW, droppable).expect("droppable is not").as_u64();
+    rig.cpu.munmap(huge, big).unwrap();
+    let a = rig.cpu.mmap(0, PAGE, RW, droppable).unwrap();
+    rig.cpu.write_u8(a, 1).unwrap();
+    assert_eq!(rig.cpu.madvise(a.as_u64(), PAGE, Advice::KeepOnFork as u32), Err(Errno::EINVAL));
+    assert_eq!(rig.cpu.madvise(a.as_u64(), PAGE, Advice::DoDump as u32), Err(Errno::EINVAL));
+    let child = rig.cpu.fork(&rig.proc).unwrap();
+    rig.cpu.switch_to(&child);
+    assert_eq!(rig.cpu.read_u8(a).unwrap(), 0, "the child never sees droppable memory");
+    let parent = rig.proc.clone();
+    rig.cpu.switch_to(&parent);
+    rig.cpu.exit_process(child);
+}
+
+/// `MAP_HUGETLB` rounds its length to 2 MiB with a wrapping `ALIGN`
+/// (`ksys_mmap_pgoff`), so a length that wraps to 0 is EINVAL; and its
+/// `get_unmapped_area` refuses a misaligned fixed address (EINVAL) before
+/// the range is checked (ENOMEM without MAP_HUGETLB). (Review; C programs.)
+#[test]
+fn hugetlb_rounds_its_length_and_checks_a_fixed_address_first() {
+    let mut rig = Rig::new();
+    let hugetlb = ANON.union(MapFlags::HUGETLB);
+    for len in [u64::MAX, u64::MAX - 4095, 0u64.wrapping_sub(2 << 20) + 1] {
+        assert_eq!(rig.cpu.mmap(0, len, RO, hugetlb), Err(Errno::EINVAL), "len {len:#x}");
+    }
+    let top = oxmm::mm::TASK_SIZE - PAGE;
+    let fixed = ANON.union(MapFlags::FIXED);
+    assert_eq!(rig.cpu.mmap(top, 2 << 20, RO, fixed).map(|_| ()), Err(Errno::ENOMEM));
+    assert_eq!(rig.cpu.mmap(top, 2 << 20, RO, fixed.union(MapFlags::HUGETLB)).map(|_| ()), Err(Errno::EINVAL));
+}

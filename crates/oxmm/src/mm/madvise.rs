@@ -82,6 +82,10 @@ impl Mm {
             if adv == Advice::WipeOnFork && (v.file != 0 || v.is_shared()) {
                 return Err(Errno::EINVAL);
             }
+            // Droppable memory stays wiped on fork and out of dumps.
+            if matches!(adv, Advice::KeepOnFork | Advice::DoDump) && v.flags & vmflags::DROPPABLE != 0 {
+                return Err(Errno::EINVAL);
+            }
             st.vmas.modify_range(s, e, |v| v.flags = (v.flags | set) & !clear);
             Ok(())
         })

@@ -103,6 +103,10 @@ impl Mm {
         if hugetlb && file.is_some() {
             return Err(Errno::EINVAL);
         }
+        // `ksys_mmap_pgoff` rounds a hugetlb length to the huge page, and
+        // the rounding wraps: to 0, which `do_mmap` then refuses.
+        const HUGE_MASK: u64 = HUGE - 1;
+        let len = if hugetlb { len.wrapping_add(HUGE_MASK) & !HUGE_MASK } else { len };
         if len == 0 {
             return Err(Errno::EINVAL);
         }
@@ -115,7 +119,7 @@ impl Mm {
             h => h.max(MMAP_MIN_ADDR),
         };
         let align = if hugetlb { HUGE } else { PAGE_SIZE };
-        let len = len.checked_add(align - 1).map(|l| l & !(align - 1)).filter(|l| *l != 0).ok_or(Errno::ENOMEM)?;
+        let len = page_align(len).filter(|l| *l != 0).ok_or(Errno::ENOMEM)?;
         let pgoff = file.map_or(0, |(_, offset)| offset / PAGE_SIZE);
         if file.is_some() && pgoff.checked_add(len / PAGE_SIZE).is_none() {
             return Err(Errno::EOVERFLOW);
@@ -126,10 +130,15 @@ impl Mm {
             return Err(Errno::ENOMEM);
         }
         if fixed {
+            // hugetlb's `get_unmapped_area` refuses a misaligned fixed
+            // address before the range is checked.
+            if hugetlb && !addr.is_multiple_of(align) {
+                return Err(Errno::EINVAL);
+            }
             if addr > TASK_SIZE - len {
                 return Err(Errno::ENOMEM);
             }
-            if !addr.is_multiple_of(align) {
+            if !addr.is_multiple_of(PAGE_SIZE) {
                 return Err(Errno::EINVAL);
             }
             if addr < MMAP_MIN_ADDR {
@@ -204,11 +213,12 @@ impl Mm {
                 }
                 t if t == MapFlags::DROPPABLE.0 => {
                     // Private memory the kernel may drop (oxmm never does,
-                    // which the contract allows) and a child does not see.
+                    // which the contract allows) and a child does not see;
+                    // never charged (Linux sets VM_NORESERVE).
                     if flags.contains(MapFlags::LOCKED) || growsdown {
                         return Err(Errno::EINVAL);
                     }
-                    vflags |= vmflags::WIPEONFORK | vmflags::DONTDUMP;
+                    vflags |= vmflags::DROPPABLE | vmflags::WIPEONFORK | vmflags::DONTDUMP | vmflags::NORESERVE;
                     false
                 }
                 _ => return Err(Errno::EINVAL),
@@ -220,7 +230,9 @@ impl Mm {
         // (and swap, of which there is none) is refused outright, unless
         // MAP_NORESERVE.
         let accountable = (prot.writable() && !shared) || (shared && file.is_none());
-        if flags.contains(MapFlags::NORESERVE) {
+        if vflags & vmflags::NORESERVE != 0 {
+            // Droppable memory: never charged.
+        } else if flags.contains(MapFlags::NORESERVE) {
             vflags |= vmflags::NORESERVE;
         } else if accountable {
             if !self.enough_memory(len) {
