@@ -265,7 +265,10 @@ impl ChainStore {
     ///
     /// Enters with: the rmap lock of the one page pointing at `head`.
     fn remove_in_place(&self, sys: &System, head: u64, e: u64) -> bool {
-        if self.node(sys, head)[1].load(Relaxed) != 1 {
+        // Acquire, as `Arc::get_mut`: another page's earlier reads of the
+        // chain, before it dropped its reference (Release), come before our
+        // writes to it.
+        if self.node(sys, head)[1].load(core::sync::atomic::Ordering::Acquire) != 1 {
             return false;
         }
         let (mut at, mut last) = (None, None);
@@ -312,7 +315,8 @@ impl ChainStore {
             return false;
         }
         let head = w & !TAGS;
-        if self.node(sys, head)[1].load(Relaxed) == 1 {
+        // Acquire: as in `remove_in_place`.
+        if self.node(sys, head)[1].load(core::sync::atomic::Ordering::Acquire) == 1 {
             let mut h = head;
             while h != 0 {
                 let n = self.node(sys, h);
