@@ -565,4 +565,41 @@ mod out_of_node_memory {
         r.cpu.munmap(q.as_u64(), big * PAGE).unwrap();
         r.check();
     }
+
+    /// A chain three mappings share, with node allocation failing (fault
+    /// injection): tearing down one of them — a whole page table, at exit
+    /// or by MADV_DONTNEED of all of it — removes its entry in place at the
+    /// end of the batch, since every page sharing the chain lost it there.
+    /// (Removing it from only some of the pages still cannot be done without
+    /// a node: that is counted in `rmap_alloc_fail`, and the checker reports
+    /// the entries left.)
+    #[test]
+    fn a_teardown_of_a_whole_table_needs_no_node() {
+        use oxmm::mm::Advice;
+        let mut r = Rig::with_rmap(RmapScheme::PteChains);
+        let n = 64u64;
+        let a = r.map_fixed(BASE, n * PAGE, Prot::RW);
+        for i in 0..n {
+            r.cpu.write_u64(a + i * PAGE, i + 1).unwrap();
+        }
+        let parent = r.proc.clone();
+        let c1 = r.cpu.fork(&parent).unwrap();
+        let c2 = r.cpu.fork(&parent).unwrap();
+        let c3 = r.cpu.fork(&parent).unwrap();
+        let sys = r.machine.sys().clone();
+        let fails = r.stat("rmap_alloc_fail");
+        sys.rmap().chains.fail_node_allocs.store(u64::MAX, Ordering::Relaxed);
+        r.cpu.exit_process(c1);
+        r.cpu.switch_to(&c2);
+        r.cpu.madvise(a.as_u64(), n * PAGE, Advice::DontNeed as u32).unwrap();
+        r.cpu.switch_to(&parent);
+        sys.rmap().chains.fail_node_allocs.store(0, Ordering::Relaxed);
+        assert_eq!(r.stat("rmap_alloc_fail"), fails, "nothing left undone");
+        r.check();
+        for i in 0..n {
+            assert_eq!(r.rmap_of(r.pfn_of(&parent, a + i * PAGE)), at(&[&parent, &c3], a + i * PAGE), "page {i}");
+        }
+        r.cpu.exit_process(c2);
+        r.cpu.exit_process(c3);
+    }
 }

@@ -94,6 +94,10 @@ pub struct ChainStore {
     pub chained_frames: AtomicI64,
     /// Nodes in use.
     pub nodes: AtomicI64,
+    /// Fault injection (tests): while non-zero, each node allocation fails
+    /// and takes one off.
+    #[cfg(feature = "fault-inject")]
+    pub fail_node_allocs: core::sync::atomic::AtomicU64,
 }
 
 /// Node pages with free nodes, keyed by (nodes in use, pfn): the densest
@@ -111,6 +115,8 @@ impl ChainStore {
             alloc: new_mutex(Pages { partial: BTreeMap::new(), pages: 0 }),
             chained_frames: AtomicI64::new(0),
             nodes: AtomicI64::new(0),
+            #[cfg(feature = "fault-inject")]
+            fail_node_allocs: core::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -132,6 +138,16 @@ impl ChainStore {
     }
 
     fn alloc_node(&self, sys: &System, cpu: CpuId, avoid: &[u64]) -> Option<u64> {
+        #[cfg(feature = "fault-inject")]
+        if self
+            .fail_node_allocs
+            .fetch_update(core::sync::atomic::Ordering::Relaxed, core::sync::atomic::Ordering::Relaxed, |n| {
+                n.checked_sub(1)
+            })
+            .is_ok()
+        {
+            return None;
+        }
         let mut pages = self.alloc.lock();
         let pick = pages.partial.keys().rev().find(|(_, pfn)| !avoid.contains(pfn)).copied();
         let (used, pfn) = match pick {
@@ -268,9 +284,15 @@ impl ChainStore {
         // Acquire, as `Arc::get_mut`: another page's earlier reads of the
         // chain, before it dropped its reference (Release), come before our
         // writes to it.
-        if self.node(sys, head)[1].load(core::sync::atomic::Ordering::Acquire) != 1 {
-            return false;
-        }
+        self.node(sys, head)[1].load(core::sync::atomic::Ordering::Acquire) == 1 && self.remove_entry(sys, head, e)
+    }
+
+    /// Remove entry `e` from chain `head` in place, for every page pointing
+    /// at it (`false`, and no change, if it is not there). The chain's last
+    /// entry takes the removed one's place.
+    ///
+    /// Enters with: the rmap locks of every page pointing at `head`.
+    fn remove_entry(&self, sys: &System, head: u64, e: u64) -> bool {
         let (mut at, mut last) = (None, None);
         let mut h = head;
         while h != 0 {
@@ -414,6 +436,10 @@ impl ChainStore {
                 None if !add && old_chain.is_some_and(|h| self.remove_in_place(sys, h, e)) => {
                     GroupNew::Chain(old_chain.expect("checked just above"))
                 }
+                // A chain other pages share: a batch can still remove the
+                // entry in place at its end, if those pages all lose it in
+                // the batch ([`Batch::settle`]).
+                None if !add && old_chain.is_some() => GroupNew::NoMemory,
                 None => {
                     sys.stats.inc(cpu, crate::stats::Stat::RmapAllocFail);
                     GroupNew::Unchanged
@@ -433,7 +459,7 @@ impl ChainStore {
                 self.add_ref(sys, h, g.count);
             }
         }
-        if matches!(g.new, GroupNew::Unchanged) || g.count == 0 {
+        if matches!(g.new, GroupNew::Unchanged | GroupNew::NoMemory) || g.count == 0 {
             return;
         }
         let is_chain = matches!(g.new, GroupNew::Chain(_));
@@ -471,7 +497,17 @@ impl ChainStore {
                 b &= b - 1;
             }
         }
-        Batch { store: self, sys, cpu, add, need, _guards: guards, group: None, stragglers: Vec::new() }
+        Batch {
+            store: self,
+            sys,
+            cpu,
+            add,
+            need,
+            _guards: guards,
+            group: None,
+            stragglers: Vec::new(),
+            pending: Vec::new(),
+        }
     }
 
     /// Add or remove one mapping of one frame; `false` if the map was left
@@ -484,6 +520,11 @@ impl ChainStore {
         let _g = sys.rmap().locks.lock_rmap(f);
         let (w, index) = (f.rmap.load(Relaxed), f.index.load(Relaxed));
         let mut group = self.start_group(sys, cpu, add, (3, pfn.as_u64(), 0), w, index, entry_for(r, index));
+        if matches!(group.new, GroupNew::NoMemory) {
+            // Alone, a shared chain cannot lose the entry in place.
+            sys.stats.inc(cpu, crate::stats::Stat::RmapAllocFail);
+            return false;
+        }
         let applied = group.apply(f, index);
         self.finish_group(sys, cpu, group);
         applied
@@ -644,6 +685,8 @@ pub struct Batch<'a> {
     _guards: Vec<super::locks::RmapGuard<'a>>,
     group: Option<Group>,
     stragglers: Vec<(Pfn, PteRef)>,
+    /// Removals left for [`Batch::settle`]: (old chain, entry, pages).
+    pending: Vec<(u64, u64, u64)>,
 }
 
 /// Consecutive pages with equivalent maps getting the same change.
@@ -666,6 +709,8 @@ impl Group {
             GroupNew::Direct(entry) => f.rmap.store(DIRECT | entry_ref(entry, index).0, Relaxed),
             GroupNew::Empty => f.rmap.store(0, Relaxed),
             GroupNew::Unchanged => return false,
+            // Left pointing at the old chain until the batch settles.
+            GroupNew::NoMemory => {}
         }
         self.count += 1;
         true
@@ -680,8 +725,12 @@ enum GroupNew {
     /// No mapping left.
     Empty,
     /// Left as it was (the entry to remove was not there, or node memory
-    /// ran out).
+    /// ran out for an addition).
     Unchanged,
+    /// A removal from a chain other pages share, with no node memory: the
+    /// pages keep pointing at the old chain, which loses the entry in place
+    /// when the batch settles if every page sharing it lost it.
+    NoMemory,
 }
 
 impl Batch<'_> {
@@ -746,7 +795,37 @@ impl Batch<'_> {
 
     fn finish_group(&mut self) {
         if let Some(g) = self.group.take() {
+            if let (GroupNew::NoMemory, Some(old)) = (&g.new, g.old_chain) {
+                if g.count > 0 {
+                    self.pending.push((old, g.key.2, g.count));
+                }
+                return;
+            }
             self.store.finish_group(self.sys, self.cpu, g);
+        }
+    }
+
+    /// The removals that found no node memory: a chain whose every sharing
+    /// page lost the same entry in this batch (zap's teardown of a whole
+    /// table, exit) loses it in place, which needs none; what is left is
+    /// counted in `rmap_alloc_fail` (and reported by the checker). All the
+    /// pages sharing such a chain have their rmap locks held by the batch
+    /// (a chain of table entries is shared only by pages of one table).
+    fn settle(&mut self) {
+        let mut pending = core::mem::take(&mut self.pending);
+        pending.sort_unstable();
+        let mut i = 0;
+        while i < pending.len() {
+            let (head, e) = (pending[i].0, pending[i].1);
+            let mut pages = 0;
+            while i < pending.len() && (pending[i].0, pending[i].1) == (head, e) {
+                pages += pending[i].2;
+                i += 1;
+            }
+            let refs = self.store.node(self.sys, head)[1].load(core::sync::atomic::Ordering::Acquire);
+            if refs != pages || !self.store.remove_entry(self.sys, head, e) {
+                self.sys.stats.add(self.cpu, crate::stats::Stat::RmapAllocFail, pages as i64);
+            }
         }
     }
 
@@ -766,6 +845,7 @@ impl Batch<'_> {
 impl Drop for Batch<'_> {
     fn drop(&mut self) {
         self.finish_group();
+        self.settle();
         debug_assert!(self.stragglers.is_empty(), "a batch with pages outside its range was dropped unfinished");
     }
 }
