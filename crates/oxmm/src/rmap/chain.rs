@@ -657,6 +657,10 @@ impl ChainStore {
                 out.push(pte.pfn());
             }
         }
+        // A page mapped twice through the table (a shared file page mremap
+        // duplicated) points at the chain once.
+        out.sort_unstable();
+        out.dedup();
         (out.len() as u64 == self.node(sys, head)[1].load(Relaxed)).then_some(out)
     }
 
