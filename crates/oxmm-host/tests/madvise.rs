@@ -251,9 +251,8 @@ mod per_vma {
     use std::sync::Arc;
 
     use super::*;
-    use oxmm::errno::SysResult;
     use oxmm::mm::MapFlags;
-    use oxmm::pagecache::{FileSource, PageCache};
+    use oxmm::pagecache::PageCache;
 
     const DONTNEED_LOCKED: u32 = Advice::DontNeedLocked as u32;
     const FREE: u32 = Advice::Free as u32;
@@ -268,27 +267,8 @@ mod per_vma {
     const SHARED_ANON: MapFlags = MapFlags(MapFlags::SHARED.0 | MapFlags::ANONYMOUS.0);
     const HPAGE: u64 = 2 << 20;
 
-    /// A file of zeroes, kept in memory.
-    struct Zeroes(u64);
-
-    impl FileSource for Zeroes {
-        fn size(&self) -> u64 {
-            self.0 * PAGE
-        }
-        fn writable(&self) -> bool {
-            true
-        }
-        fn read_page(&self, _index: u64, buf: &mut [u8]) -> SysResult<()> {
-            buf.fill(0);
-            Ok(())
-        }
-        fn write_page(&self, _index: u64, _buf: &[u8]) -> SysResult<()> {
-            Ok(())
-        }
-    }
-
     fn file(rig: &Rig, pages: u64) -> Arc<PageCache> {
-        rig.machine.sys().open_file(Arc::new(Zeroes(pages)))
+        rig.zero_file(pages, true)
     }
 
     /// Linux: over [normal page = 7][MAP_LOCKED page = 8], MADV_DONTNEED is

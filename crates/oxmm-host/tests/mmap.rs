@@ -9,35 +9,17 @@ mod common;
 use std::sync::Arc;
 
 use common::*;
-use oxmm::errno::{Errno, SysResult};
+use oxmm::errno::Errno;
 use oxmm::mm::{MapFlags, Prot};
-use oxmm::pagecache::{FileSource, PageCache};
+use oxmm::pagecache::PageCache;
 
 const RO: Prot = Prot::READ;
 const RW: Prot = Prot::RW;
 const SHARED_ANON: MapFlags = MapFlags(MapFlags::SHARED.0 | MapFlags::ANONYMOUS.0);
 
-/// A file of `pages` zero pages that can be written.
-struct Zeroes(u64);
-
-impl FileSource for Zeroes {
-    fn size(&self) -> u64 {
-        self.0 * 4096
-    }
-    fn writable(&self) -> bool {
-        true
-    }
-    fn read_page(&self, _index: u64, buf: &mut [u8]) -> SysResult<()> {
-        buf.fill(0);
-        Ok(())
-    }
-    fn write_page(&self, _index: u64, _buf: &[u8]) -> SysResult<()> {
-        Ok(())
-    }
-}
-
+/// A writable file of two zero pages.
 fn file(rig: &Rig) -> Arc<PageCache> {
-    rig.machine.sys().open_file(Arc::new(Zeroes(2)))
+    rig.zero_file(2, true)
 }
 
 /// `__get_unmapped_area` checks a fixed address's range before its

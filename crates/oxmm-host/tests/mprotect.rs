@@ -189,35 +189,16 @@ fn read_only_over_many_page_tables() {
 /// order (C programs run while reviewing, 2026-12-01).
 mod as_linux {
     use super::*;
-    use oxmm::errno::{Errno, SysResult};
+    use oxmm::errno::Errno;
     use oxmm::mm::MapFlags;
-    use oxmm::pagecache::{FileSource, PageCache};
+    use oxmm::pagecache::PageCache;
     use std::sync::Arc;
 
     const PROT_GROWSDOWN: u32 = 0x0100_0000;
     const PROT_GROWSUP: u32 = 0x0200_0000;
 
-    /// A read-only file of zero pages.
-    struct ReadOnly;
-
-    impl FileSource for ReadOnly {
-        fn size(&self) -> u64 {
-            2 * 4096
-        }
-        fn writable(&self) -> bool {
-            false
-        }
-        fn read_page(&self, _index: u64, buf: &mut [u8]) -> SysResult<()> {
-            buf.fill(0);
-            Ok(())
-        }
-        fn write_page(&self, _index: u64, _buf: &[u8]) -> SysResult<()> {
-            Err(Errno::EBADF)
-        }
-    }
-
     fn read_only_file(rig: &Rig) -> Arc<PageCache> {
-        rig.machine.sys().open_file(Arc::new(ReadOnly))
+        rig.zero_file(2, false)
     }
 
     /// `PROT_GROWSDOWN` needs a `MAP_GROWSDOWN` mapping, and `PROT_GROWSUP`

@@ -241,3 +241,36 @@ pub fn at(ps: &[&Process], a: VirtAddr) -> Vec<(u64, u64)> {
     v.sort_unstable();
     v
 }
+
+/// A file of `pages` zero pages kept in memory, opened for writing or not.
+pub struct ZeroFile {
+    pub pages: u64,
+    pub writable: bool,
+}
+
+impl oxmm::pagecache::FileSource for ZeroFile {
+    fn size(&self) -> u64 {
+        self.pages * PAGE
+    }
+    fn writable(&self) -> bool {
+        self.writable
+    }
+    fn read_page(&self, _index: u64, buf: &mut [u8]) -> oxmm::errno::SysResult<()> {
+        buf.fill(0);
+        Ok(())
+    }
+    fn write_page(&self, _index: u64, _buf: &[u8]) -> oxmm::errno::SysResult<()> {
+        if self.writable {
+            Ok(())
+        } else {
+            Err(oxmm::errno::Errno::EBADF)
+        }
+    }
+}
+
+impl Rig {
+    /// The page cache of a [`ZeroFile`] of `pages` pages.
+    pub fn zero_file(&self, pages: u64, writable: bool) -> Arc<oxmm::pagecache::PageCache> {
+        self.machine.sys().open_file(Arc::new(ZeroFile { pages, writable }))
+    }
+}
