@@ -18,7 +18,7 @@
 //! [`Platform::flush_tlb`]: crate::platform::Platform::flush_tlb
 
 use crate::addr::{Pfn, VirtAddr};
-use crate::arch::{cas_entry, load_entry, EntryKind, Native, PagingFormat, Pte};
+use crate::arch::{load_entry, EntryKind, EntrySlot, Native, PagingFormat, Pte};
 use crate::system::System;
 
 /// The result of a successful walk.
@@ -98,26 +98,8 @@ pub unsafe fn translate_from(
                 table = next;
                 level -= 1;
             }
-            EntryKind::Leaf(base) => loop {
-                if write && !raw.is_writable() {
-                    return Err(WalkFault::Protection);
-                }
-                let want = Pte::ACCESSED | if write { Pte::DIRTY } else { 0 };
-                if raw.0 & want != want {
-                    match cas_entry(slot, raw, raw.with(want)) {
-                        Ok(_) => raw = raw.with(want),
-                        Err(now) => {
-                            // Changed under us (another CPU's A/D update, or
-                            // the kernel's xchg): decide again on the new
-                            // value, as the hardware does.
-                            raw = now;
-                            match Native::decode(raw.0, level) {
-                                EntryKind::Leaf(_) => continue,
-                                _ => return Err(WalkFault::NotPresent),
-                            }
-                        }
-                    }
-                }
+            EntryKind::Leaf(base) => {
+                raw = mark_leaf(slot, raw, level, write)?;
                 let pfn = match level {
                     1 => raw.pfn(),
                     _ => {
@@ -127,7 +109,37 @@ pub unsafe fn translate_from(
                 };
                 let _ = base;
                 return Ok(Translation { pfn, writable: raw.is_writable() && raw.is_dirty(), level, table });
-            },
+            }
+        }
+    }
+}
+
+/// The walk's last step on leaf `raw` (read from `slot`, at `level`): set
+/// its accessed bit, and its dirty bit for a `write`, by compare-and-swap,
+/// deciding again on the new value whenever it changed underneath (another
+/// CPU's update, or the kernel's exchange or CAS), as x86's locked A/D
+/// update does. Returns the leaf with the bits set, or the fault it now
+/// gives. A translation is used only if its bits are in the entry, so an
+/// exchange that takes the entry (zap) returns every bit a walk relied on
+/// (`tests/loom_mmu_ad.rs`).
+#[inline(always)]
+pub fn mark_leaf<S: EntrySlot + ?Sized>(slot: &S, mut raw: Pte, level: usize, write: bool) -> Result<Pte, WalkFault> {
+    loop {
+        if write && !raw.is_writable() {
+            return Err(WalkFault::Protection);
+        }
+        let want = Pte::ACCESSED | if write { Pte::DIRTY } else { 0 };
+        if raw.0 & want == want {
+            return Ok(raw);
+        }
+        match slot.cas_pte(raw, raw.with(want)) {
+            Ok(_) => return Ok(raw.with(want)),
+            Err(now) => {
+                raw = now;
+                if !matches!(Native::decode(raw.0, level), EntryKind::Leaf(_)) {
+                    return Err(WalkFault::NotPresent);
+                }
+            }
         }
     }
 }
