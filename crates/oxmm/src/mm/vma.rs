@@ -267,7 +267,7 @@ impl VmaTree {
     /// Take over `parent`'s marks (fork: the child's VMAs are copies, their
     /// marks included). Enters with: both trees' mms locked for writing.
     pub fn inherit_marks(&mut self, parent: &VmaTree) {
-        self.marks = parent.clone().marks;
+        self.marks = parent.marks.iter().map(|(k, m)| (*k, AtomicBool::new(m.load(Ordering::Relaxed)))).collect();
         self.next_mark = self.next_mark.max(parent.next_mark);
     }
 
