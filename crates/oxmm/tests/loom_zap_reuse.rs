@@ -7,7 +7,8 @@
 //! zap exchanges its PTE away, drops O's mapcount, flushes the child's
 //! TLBs (waits for the reading CPU's access window, as the hosted
 //! shootdown does: here a Dekker handshake with SeqCst fences, which loom
-//! models, standing for `loom_tlb_shootdown`'s protocol), and only then
+//! models — it models SeqCst loads and stores as AcqRel (tokio-rs/loom
+//! issue 180) — standing for `loom_tlb_shootdown`'s protocol), and only then
 //! drops the mapping's reference. At the
 //! same time a parent CPU write-faults on O and reuses it in place if
 //! `is_exclusive_anon` says it may. In every interleaving loom explores,
