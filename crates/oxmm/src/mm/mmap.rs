@@ -118,7 +118,6 @@ impl Mm {
             h if fixed || h == 0 => h,
             h => h.max(MMAP_MIN_ADDR),
         };
-        let align = if hugetlb { HUGE } else { PAGE_SIZE };
         let len = page_align(len).filter(|l| *l != 0).ok_or(Errno::ENOMEM)?;
         let pgoff = file.map_or(0, |(_, offset)| offset / PAGE_SIZE);
         if file.is_some() && pgoff.checked_add(len / PAGE_SIZE).is_none() {
@@ -132,7 +131,7 @@ impl Mm {
         if fixed {
             // hugetlb's `get_unmapped_area` refuses a misaligned fixed
             // address before the range is checked.
-            if hugetlb && !addr.is_multiple_of(align) {
+            if hugetlb && !addr.is_multiple_of(HUGE) {
                 return Err(Errno::EINVAL);
             }
             if addr > TASK_SIZE - len {
@@ -230,11 +229,10 @@ impl Mm {
         // (and swap, of which there is none) is refused outright, unless
         // MAP_NORESERVE.
         let accountable = (prot.writable() && !shared) || (shared && file.is_none());
-        if vflags & vmflags::NORESERVE != 0 {
-            // Droppable memory: never charged.
-        } else if flags.contains(MapFlags::NORESERVE) {
+        if flags.contains(MapFlags::NORESERVE) {
             vflags |= vmflags::NORESERVE;
-        } else if accountable {
+        }
+        if accountable && vflags & vmflags::NORESERVE == 0 {
             if !self.enough_memory(len) {
                 return Err(Errno::ENOMEM);
             }

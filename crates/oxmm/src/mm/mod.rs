@@ -294,3 +294,9 @@ impl Drop for Mm {
 pub(crate) fn page_align(len: u64) -> Option<u64> {
     len.checked_add(PAGE_SIZE - 1).map(|l| l & !(PAGE_SIZE - 1))
 }
+
+/// Round `len` up to whole pages as Linux's `PAGE_ALIGN` does, wrapping: a
+/// length within a page of 2^64 becomes 0.
+pub(crate) fn page_align_wrapping(len: u64) -> u64 {
+    len.wrapping_add(PAGE_SIZE - 1) & !(PAGE_SIZE - 1)
+}

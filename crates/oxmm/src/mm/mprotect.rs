@@ -57,9 +57,10 @@ impl Mm {
     /// for the first time and larger than all of memory → `ENOMEM` (the
     /// heuristic overcommit charge, unless `MAP_NORESERVE`), and a hole →
     /// `ENOMEM`; the mappings before any of these keep their new
-    /// protection, as Linux leaves them. A locked private mapping made writable is populated for
-    /// writing, as `mprotect_fixup` does (so its pages stay resident and
-    /// their copy-on-write is broken now, not at the next write).
+    /// protection, as Linux leaves them. A locked private mapping made
+    /// writable is populated for writing, as `mprotect_fixup` does (so its
+    /// pages stay resident and their copy-on-write is broken now, not at
+    /// the next write).
     pub fn mprotect(&self, cpu: CpuId, addr: u64, len: u64, prot: Prot) -> SysResult<()> {
         let grows = prot.0 & (PROT_GROWSDOWN | PROT_GROWSUP);
         if grows == PROT_GROWSDOWN | PROT_GROWSUP {

@@ -11,7 +11,7 @@
 use alloc::vec::Vec;
 
 use super::vma::Vma;
-use super::{Mm, MMAP_BASE, MMAP_MIN_ADDR, TASK_SIZE, USER_TOP};
+use super::{page_align_wrapping, Mm, MmState, MMAP_BASE, MMAP_MIN_ADDR, TASK_SIZE, USER_TOP};
 use crate::addr::{Pfn, VirtAddr, PAGE_SIZE};
 use crate::arch::{load_entry, xchg_entry, Pte};
 use crate::errno::{Errno, SysResult};
@@ -70,8 +70,8 @@ impl Mm {
             return Err(Errno::EINVAL);
         }
         // `PAGE_ALIGN`, which wraps: a length within a page of 2^64 is 0.
-        let old_len = old_len.wrapping_add(PAGE_SIZE - 1) & !(PAGE_SIZE - 1);
-        let new_len = new_len.wrapping_add(PAGE_SIZE - 1) & !(PAGE_SIZE - 1);
+        let old_len = page_align_wrapping(old_len);
+        let new_len = page_align_wrapping(new_len);
         if new_len == 0 {
             return Err(Errno::EINVAL);
         }
@@ -117,11 +117,10 @@ impl Mm {
             } else {
                 st.vmas.find_gap_topdown(new_len, MMAP_MIN_ADDR, MMAP_BASE).ok_or(Errno::ENOMEM)?
             };
-            let dup = Vma { start: dest, end: dest + new_len, pgoff: first.index_of(addr), ..first };
-            if let Some(c) = st.files.get(&dup.file) {
-                c.add_user(&self.arc(), dup.pgoff, dup.pgoff + (new_len >> 12));
-            }
-            st.vmas.insert(dup);
+            self.insert_mapping(
+                &mut st,
+                Vma { start: dest, end: dest + new_len, pgoff: first.index_of(addr), ..first },
+            );
             drop(st);
             if first.flags & super::vma::vmflags::LOCKED != 0 {
                 self.populate(cpu, dest, dest + new_len, first.prot, true);
@@ -170,11 +169,10 @@ impl Mm {
             && addr + new_len <= TASK_SIZE
             && st.vmas.overlapping(vma.end, addr + new_len).is_empty()
         {
-            let grown = Vma { start: vma.end, end: addr + new_len, pgoff: vma.index_of(vma.end), ..vma };
-            if let Some(c) = st.files.get(&vma.file) {
-                c.add_user(&self.arc(), grown.pgoff, grown.pgoff + ((grown.end - grown.start) >> 12));
-            }
-            st.vmas.insert(grown);
+            self.insert_mapping(
+                &mut st,
+                Vma { start: vma.end, end: addr + new_len, pgoff: vma.index_of(vma.end), ..vma },
+            );
             drop(st);
             if populate {
                 self.populate(cpu, addr + old_len, addr + new_len, vma.prot, vma.is_shared());
@@ -204,14 +202,13 @@ impl Mm {
         // destination's VMA goes in before the source's empty page tables
         // are freed, so that tables it now uses are kept.
         let removed = st.vmas.remove_range(addr, addr + moved);
-        // The moved piece keeps its own private-pages mark (a split gave
-        // it a copy of the VMA's).
+        // The moved piece keeps its own private-pages mark (the split at
+        // `addr` may have given it one of its own).
         let cow_mark = removed.first().map_or(vma.cow_mark, |v| v.cow_mark);
-        let moved_vma = Vma { start: dest, end: dest + new_len, pgoff: vma.index_of(addr), cow_mark, ..vma };
-        if let Some(c) = st.files.get(&vma.file) {
-            c.add_user(&self.arc(), moved_vma.pgoff, moved_vma.pgoff + (new_len >> 12));
-        }
-        st.vmas.insert(moved_vma);
+        self.insert_mapping(
+            &mut st,
+            Vma { start: dest, end: dest + new_len, pgoff: vma.index_of(addr), cow_mark, ..vma },
+        );
         let floor = st.vmas.prev(addr).map(|v| v.end).unwrap_or(0);
         let ceiling = st.vmas.find_from(addr + moved).map(|v| v.start).unwrap_or(USER_TOP);
         free_tables(sys, &mut g, self.root(), addr, addr + moved, floor, ceiling);
@@ -221,6 +218,20 @@ impl Mm {
             self.populate(cpu, dest + old_len, dest + new_len, vma.prot, vma.is_shared());
         }
         Ok(VirtAddr::new_truncate(dest))
+    }
+}
+
+impl Mm {
+    /// Insert `v`, a new piece of an existing mapping (grown, moved or
+    /// duplicated), registering it with its page cache, if it maps one, as
+    /// a user of its range of pages.
+    ///
+    /// Enters with: the mmap lock for writing (`st`).
+    fn insert_mapping(&self, st: &mut MmState, v: Vma) {
+        if let Some(c) = st.files.get(&v.file) {
+            c.add_user(&self.arc(), v.pgoff, v.pgoff + (v.len() >> 12));
+        }
+        st.vmas.insert(v);
     }
 }
 

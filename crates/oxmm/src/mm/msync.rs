@@ -1,6 +1,6 @@
 //! msync: write shared file pages back.
 
-use super::Mm;
+use super::{page_align_wrapping, Mm};
 use crate::addr::{VirtAddr, PAGE_SIZE};
 use crate::arch::{cas_entry, load_entry, Pte};
 use crate::errno::{Errno, SysResult};
@@ -21,7 +21,8 @@ impl Mm {
     ///
     /// `EINVAL` for an unaligned address, unknown flags, or both `MS_ASYNC`
     /// and `MS_SYNC`; a length that rounds up to 0 (within a page of 2^64)
-    /// succeeds, one that runs past 2^64 is `ENOMEM`; `EBUSY` for `MS_INVALIDATE` on a locked mapping;
+    /// succeeds, one that runs past 2^64 is `ENOMEM`; `EBUSY` for
+    /// `MS_INVALIDATE` on a locked mapping;
     /// `ENOMEM` if part of the range is unmapped (after syncing the mapped
     /// part, as Linux does). For every shared file mapping in the range,
     /// the dirty bits of its PTEs move to the page cache (the PTEs become
@@ -40,7 +41,7 @@ impl Mm {
         // wrapping arithmetic, so a length within a page of 2^64 rounds to
         // 0 and succeeds (`end == start`); only an end that wraps past the
         // start is `ENOMEM`.
-        let len = len.wrapping_add(PAGE_SIZE - 1) & !(PAGE_SIZE - 1);
+        let len = page_align_wrapping(len);
         let end = addr.wrapping_add(len);
         if end < addr {
             return Err(Errno::ENOMEM);
